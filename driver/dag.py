@@ -1,0 +1,181 @@
+"""The DAG scheduler: cut an RDD's lineage into stages at shuffle boundaries and run them as tasks.
+
+The driver knows datasets only through this small protocol: ``id``, ``num_partitions``,
+``dependencies`` (a list of NarrowDependency / ShuffleDependency) and optionally ``is_available()``
+(True when every partition is already materialised, e.g. cached or checkpointed, so its parents need not
+run). Operator semantics live in ``dstream``; the scheduler only orders and runs tasks.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from executors.base import Executor, Task, TaskContext
+
+
+class Dataset(Protocol):
+    id: int
+    num_partitions: int
+    dependencies: list["Dependency"]
+
+
+class Dependency:
+    """An edge of the lineage graph: this dataset reads ``rdd``."""
+
+    def __init__(self, rdd: Any) -> None:
+        self.rdd = rdd
+
+
+class NarrowDependency(Dependency):
+    """Each partition reads a bounded set of parent partitions: fused into the same task."""
+
+
+class ShuffleDependency(Dependency):
+    """A stage boundary: the parent's partitions are hash-partitioned into buckets first.
+
+    ``map_task(map_index)`` returns the function an executor runs to write the buckets of one parent
+    partition. A shuffle dependency pickles without its parent, so a reduce task never ships the lineage
+    of the stage before it.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, rdd: Any, num_partitions: int, map_task: Callable[[int], Callable[[TaskContext], Any]]):
+        super().__init__(rdd)
+        #: unique id naming this shuffle's blocks: ``shuffle_<id>_<map>_<reduce>``
+        self.shuffle_id = next(ShuffleDependency._ids)
+        #: number of reduce-side buckets
+        self.num_partitions = num_partitions
+        #: number of map-side partitions (the parent's)
+        self.num_maps = rdd.num_partitions
+        self.map_task = map_task
+
+    def __getstate__(self) -> dict:
+        return {"shuffle_id": self.shuffle_id, "num_partitions": self.num_partitions,
+                "num_maps": self.num_maps, "rdd": None, "map_task": None}
+
+    @staticmethod
+    def block_id(shuffle_id: int, map_index: int, reduce_index: int) -> str:
+        return f"shuffle_{shuffle_id}_{map_index}_{reduce_index}"
+
+
+@dataclass
+class TaskRecord:
+    """When and where a task ran (for listeners and the parallel-recovery tests)."""
+
+    stage: str
+    partition: int
+    start: float
+    end: float
+    worker: int
+
+
+def _timed(fn: Callable[[TaskContext], Any], tc: TaskContext) -> tuple[Any, float, float, int]:
+    import os
+    start = time.time()
+    result = fn(tc)
+    return result, start, time.time(), os.getpid()
+
+
+class DAGScheduler:
+    """Runs jobs: the shuffle stages a dataset needs (independent ones together), then its result tasks."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self._done_shuffles: set[int] = set()
+        self._lock = threading.Lock()
+        self._stage_ids = itertools.count()
+        #: task timings of recent jobs, newest last (bounded)
+        self.task_records: list[TaskRecord] = []
+        self.keep_task_records = 10_000
+
+    def run_job(self, rdd: Dataset, func: Callable[[TaskContext], Any] | Callable[[int, TaskContext], Any],
+                partitions: Sequence[int] | None = None, description: str = "job") -> list[Any]:
+        """Run ``func(partition_index, tc)`` on each partition of ``rdd``, parents' shuffles first."""
+        self.run_stages(self.missing_shuffles([rdd]))
+        parts = range(rdd.num_partitions) if partitions is None else partitions
+        stage = f"stage {next(self._stage_ids)} ({description})"
+        tasks = [Task(functools.partial(_timed, functools.partial(func, i)), i, f"{stage} partition {i}")
+                 for i in parts]
+        return self._run(stage, tasks)
+
+    def run_jobs(self, jobs: Sequence[tuple[Dataset, Callable[[int, TaskContext], Any]]],
+                 description: str = "jobs") -> list[list[Any]]:
+        """Run several independent jobs together, so their tasks share the executors (parallel recovery)."""
+        self.run_stages(self.missing_shuffles([rdd for rdd, _ in jobs]))
+        stage = f"stage {next(self._stage_ids)} ({description})"
+        tasks, spans = [], []
+        for rdd, func in jobs:
+            first = len(tasks)
+            tasks += [Task(functools.partial(_timed, functools.partial(func, i)), i, f"{stage} partition {i}")
+                      for i in range(rdd.num_partitions)]
+            spans.append((first, len(tasks)))
+        results = self._run(stage, tasks)
+        return [results[a:b] for a, b in spans]
+
+    def missing_shuffles(self, rdds: Iterable[Dataset]) -> list[list[ShuffleDependency]]:
+        """The shuffles not yet written that ``rdds`` need, in waves: each wave needs only earlier ones."""
+        levels: dict[int, int] = {}
+        deps: dict[int, ShuffleDependency] = {}
+
+        def visit(rdd: Dataset, seen: set[int]) -> int:
+            if rdd.id in seen:
+                return 0
+            seen.add(rdd.id)
+            available = getattr(rdd, "is_available", None)
+            if available is not None and available():
+                return 0
+            depth = 0
+            for dep in rdd.dependencies:
+                if isinstance(dep, ShuffleDependency):
+                    with self._lock:
+                        done = dep.shuffle_id in self._done_shuffles
+                    if done:
+                        continue
+                    if dep.shuffle_id not in levels:
+                        levels[dep.shuffle_id] = visit(dep.rdd, set()) + 1
+                        deps[dep.shuffle_id] = dep
+                    depth = max(depth, levels[dep.shuffle_id])
+                else:
+                    depth = max(depth, visit(dep.rdd, seen))
+            return depth
+
+        for rdd in rdds:
+            visit(rdd, set())
+        waves: dict[int, list[ShuffleDependency]] = {}
+        for sid, level in levels.items():
+            waves.setdefault(level, []).append(deps[sid])
+        return [waves[k] for k in sorted(waves)]
+
+    def run_stages(self, waves: list[list[ShuffleDependency]]) -> None:
+        for wave in waves:
+            stage = f"stage {next(self._stage_ids)} (shuffle {','.join(str(d.shuffle_id) for d in wave)})"
+            tasks = [Task(functools.partial(_timed, dep.map_task(m)), m, f"{stage} map {m}")
+                     for dep in wave for m in range(dep.num_maps)]
+            self._run(stage, tasks)
+            with self._lock:
+                self._done_shuffles.update(d.shuffle_id for d in wave)
+
+    def forget_shuffle(self, shuffle_id: int) -> None:
+        """Drop a shuffle's buckets (its dataset is gone)."""
+        with self._lock:
+            self._done_shuffles.discard(shuffle_id)
+        try:
+            self.executor.remove_blocks(f"shuffle_{shuffle_id}_")
+        except Exception:  # noqa: BLE001 - best effort during shutdown
+            pass
+
+    def _run(self, stage: str, tasks: list[Task]) -> list[Any]:
+        if not tasks:
+            return []
+        outputs = self.executor.run_tasks(tasks)
+        records = [TaskRecord(stage, t.partition_id, s, e, w) for t, (_, s, e, w) in zip(tasks, outputs)]
+        with self._lock:
+            self.task_records.extend(records)
+            if len(self.task_records) > self.keep_task_records:
+                del self.task_records[: len(self.task_records) - self.keep_task_records]
+        return [r for r, _, _, _ in outputs]

@@ -1,0 +1,125 @@
+"""Reading and writing files on any fsspec URL: text inputs, Arrow checkpoint files."""
+from __future__ import annotations
+
+import functools
+import posixpath
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from executors.base import TaskContext
+from dstream.rdd import RDD, CheckpointRDD
+
+if TYPE_CHECKING:
+    from dstream.context import Context
+
+
+def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(url)
+
+
+def join(url: str, *parts: str) -> str:
+    return posixpath.join(url.rstrip("/"), *parts)
+
+
+def expand_paths(name: str) -> list[str]:
+    """Files named by ``name``: comma-separated URLs, each a file, a directory (its files) or a glob."""
+    out: list[str] = []
+    for url in name.split(","):
+        fs, path = url_to_fs(url)
+        protocol = url.split("://")[0] + "://" if "://" in url else ""
+        if any(c in path for c in "*?["):
+            found = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            found = sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith(("_", ".")))
+        elif fs.exists(path):
+            found = [path]
+        else:
+            raise FileNotFoundError(f"textFile: no such file or directory: {url}")
+        out += [_with_protocol(fs, protocol, p) for p in found]
+    return out
+
+
+def _with_protocol(fs: fsspec.AbstractFileSystem, protocol: str, path: str) -> str:
+    return fs.unstrip_protocol(path) if protocol else path
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as Hadoop's text input reads them: split on \\n, \\r\\n or \\r, no trailing empty line."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_text(url: str, encoding: str = "utf-8") -> str:
+    """A file's text; a file that does not decode raises ValueError naming the file and the byte."""
+    with fsspec.open(url, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"cannot decode the file {url} as {encoding}: byte {exc.start} "
+                         f"({data[exc.start:exc.start + 1]!r}): {exc.reason}") from None
+
+
+def read_lines_table(url: str, encoding: str = "utf-8", chunk: int = 0, chunks: int = 1) -> pa.Table:
+    lines = split_lines(read_text(url, encoding))
+    if chunks > 1:
+        n = len(lines)
+        lines = lines[chunk * n // chunks:(chunk + 1) * n // chunks]
+    return pa.table({"value": pa.array(lines, pa.string())})
+
+
+class TextFileRDD(RDD):
+    """The lines of text files: each file is read by one task (or ``chunks`` tasks for few files)."""
+
+    def __init__(self, ctx: "Context", paths: list[str], min_partitions: int, encoding: str) -> None:
+        chunks = max(1, -(-min_partitions // max(len(paths), 1)))
+        self.splits = [(p, c, chunks) for p in paths for c in range(chunks)]
+        self.encoding = encoding
+        super().__init__(ctx, [], len(self.splits))
+
+    def compute(self, split: int, tc: TaskContext) -> pa.Table:
+        path, chunk, chunks = self.splits[split]
+        return read_lines_table(path, self.encoding, chunk, chunks)
+
+    def _describe(self) -> str:
+        return f"TextFileRDD ({len({s[0] for s in self.splits})} files)"
+
+
+def write_arrow_file(url: str, table: pa.Table) -> None:
+    """Write ``table`` as an Arrow IPC file, to a temporary name first, then moved into place."""
+    fs, path = url_to_fs(url)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(tmp, "wb") as f:
+        with ipc.new_file(f, table.schema) as writer:
+            writer.write_table(table)
+    fs.mv(tmp, path)
+
+
+def read_arrow_file(url: str) -> pa.Table:
+    fs, path = url_to_fs(url)
+    with fs.open(path, "rb") as f:
+        return ipc.open_file(pa.BufferReader(f.read())).read_all()
+
+
+def _write_partition(rdd: RDD, directory: str, split: int, tc: TaskContext) -> str:
+    from dstream.records import as_table
+    url = join(directory, f"part-{split:05d}.arrow")
+    write_arrow_file(url, as_table(rdd.iterator(split, tc)))
+    return url
+
+
+def write_rdd_checkpoint(rdd: RDD, checkpoint_dir: str) -> CheckpointRDD:
+    """Write every partition of ``rdd`` in parallel from the executors; return the RDD that reads them."""
+    directory = join(checkpoint_dir, f"rdd-{rdd.id}-{uuid.uuid4().hex[:8]}")
+    paths = rdd.ctx.run_job(rdd, functools.partial(_write_partition, rdd, directory),
+                            description=f"checkpoint {rdd!r}")
+    return CheckpointRDD(rdd.ctx, directory, paths)

@@ -1,0 +1,141 @@
+"""Records <-> Arrow tables.
+
+A one-column table is a stream of scalars; a table whose columns are exactly ``key`` and ``value`` is a
+pair stream of ``(key, value)`` tuples; any other table is a stream of tuples, one field per column.
+A column of Python values that Arrow types exactly (all ``int``, all ``float``, all ``str``, all
+``bytes`` or all ``bool``, with ``None`` as null) is stored typed; anything else (mixed types, tuples,
+lists, dicts, custom classes) is stored as cloudpickled values in a binary column marked with the field
+metadata ``dstream.pickled``, so every record round-trips unchanged.
+
+Inside a fused task a partition is either a ``pa.Table`` or an iterable of Python records; the helpers
+``as_rows`` and ``as_table`` convert only when an operator needs the other form.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable, Iterator, Union
+
+import cloudpickle
+import pyarrow as pa
+
+PICKLED_KEY = b"dstream.pickled"
+_PICKLED_META = {PICKLED_KEY: b"1"}
+_ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bytes: pa.binary(), bool: pa.bool_()}
+_NoneType = type(None)
+
+#: a partition inside a task: a table, or Python records
+Partition = Union[pa.Table, Iterable[Any]]
+
+EMPTY = pa.table({"value": pa.array([], pa.null())})
+
+
+def is_pickled(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(PICKLED_KEY) == b"1"
+
+
+def encode_column(values: list, name: str) -> tuple[pa.Field, pa.Array]:
+    """Encode Python values as a typed Arrow array when exact, else as pickled binary."""
+    kinds = set(map(type, values))
+    kinds.discard(_NoneType)
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        arrow_type = _ARROW_TYPES.get(kind)
+        if arrow_type is not None:
+            try:
+                return pa.field(name, arrow_type), pa.array(values, arrow_type)
+            except (OverflowError, pa.ArrowException):
+                pass  # ints beyond 64 bits: keep them exact as pickles
+    elif not kinds:
+        return pa.field(name, pa.null()), pa.nulls(len(values))
+    dumps = cloudpickle.dumps
+    pickled = [None if v is None else dumps(v) for v in values]
+    return pa.field(name, pa.binary(), metadata=_PICKLED_META), pa.array(pickled, pa.binary())
+
+
+def decode_column(column: pa.ChunkedArray | pa.Array, field: pa.Field) -> list:
+    """The Python values of a column (unpickling a pickled one)."""
+    values = column.to_pylist()
+    if is_pickled(field):
+        loads = cloudpickle.loads
+        return [None if v is None else loads(v) for v in values]
+    return values
+
+
+def _is_pair(r: Any) -> bool:
+    return type(r) is tuple and len(r) == 2
+
+
+def to_table(records: Iterable[Any]) -> pa.Table:
+    """Build a table from Python records (pairs become ``key``/``value`` columns)."""
+    if isinstance(records, pa.Table):
+        return records
+    rows = records if isinstance(records, list) else list(records)
+    if not rows:
+        return EMPTY
+    if all(map(_is_pair, rows)):
+        keys, values = zip(*rows)
+        kf, ka = encode_column(list(keys), "key")
+        vf, va = encode_column(list(values), "value")
+        return pa.Table.from_arrays([ka, va], schema=pa.schema([kf, vf]))
+    f, a = encode_column(rows, "value")
+    return pa.Table.from_arrays([a], schema=pa.schema([f]))
+
+
+def to_rows(table: pa.Table) -> list:
+    """The Python records of a table."""
+    names = table.column_names
+    cols = [decode_column(table.column(i), table.schema.field(i)) for i in range(len(names))]
+    if len(cols) == 1:
+        return cols[0]
+    if not cols:
+        return [()] * table.num_rows
+    return list(zip(*cols))
+
+
+def as_rows(part: Partition) -> Iterable[Any]:
+    return to_rows(part) if isinstance(part, pa.Table) else part
+
+
+def as_table(part: Partition) -> pa.Table:
+    return part if isinstance(part, pa.Table) else to_table(part)
+
+
+def is_pair_table(table: pa.Table) -> bool:
+    return table.column_names == ["key", "value"]
+
+
+def concat(tables: Iterable[pa.Table]) -> pa.Table:
+    """Concatenate tables; when their schemas differ (typed in one, pickled in another) re-encode rows."""
+    tables = [t for t in tables if t.num_rows > 0]
+    if not tables:
+        return EMPTY
+    if len(tables) == 1:
+        return tables[0]
+    first = tables[0].schema
+    if all(t.schema.equals(first, check_metadata=True) for t in tables[1:]):
+        return pa.concat_tables(tables)
+    return to_table(itertools.chain.from_iterable(to_rows(t) for t in tables))
+
+
+def batches_of(table: pa.Table) -> Iterator[pa.RecordBatch]:
+    yield from table.to_batches()
+
+
+def from_batches(batches: Iterable[pa.RecordBatch | pa.Table], fn_name: str) -> pa.Table:
+    """Collect what a user's mapInArrow function yielded into one table."""
+    tables = []
+    for b in batches:
+        if isinstance(b, pa.RecordBatch):
+            tables.append(pa.Table.from_batches([b]))
+        elif isinstance(b, pa.Table):
+            tables.append(b)
+        else:
+            raise TypeError(f"{fn_name} must yield pyarrow.RecordBatch (or Table), got {type(b).__name__}")
+    if not tables:
+        return EMPTY
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid as exc:
+        raise TypeError(f"{fn_name} yielded batches with different schemas: {exc}") from exc

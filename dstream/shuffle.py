@@ -1,0 +1,197 @@
+"""Shuffles: hash-partition (key, value) records into Arrow buckets, and the reductions on either side.
+
+Map side: each parent partition is optionally combined per key, split into ``num_partitions`` buckets by
+``portable_hash(key) % n`` and written to the block store. Reduce side: a partition reads its bucket from
+every map output and merges them. Reductions Arrow can do (sum, min, max over typed columns) run as Arrow
+hash group-bys; any other Python function takes the row path. Both give the same answers.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from driver.dag import ShuffleDependency
+from executors.base import TaskContext
+from dstream.records import EMPTY, Partition, as_rows, as_table, concat, is_pair_table, is_pickled, to_table
+
+
+def portable_hash(x: Any) -> int:
+    """A hash equal in every process (Python salts ``hash(str)`` per process)."""
+    if x is None:
+        return 0
+    t = type(x)
+    if t is str:
+        return zlib.crc32(x.encode("utf-8", "surrogatepass"))
+    if t is int or t is bool:
+        return int(x)
+    if t is bytes:
+        return zlib.crc32(x)
+    if t is float:
+        return hash(x)
+    if t is tuple:
+        h = 0x345678
+        for item in x:
+            h ^= portable_hash(item)
+            h *= 1000003
+            h &= sys.maxsize
+        h ^= len(x)
+        return h
+    return hash(x)
+
+
+_HASHABLE_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_boolean,
+                   pa.types.is_floating)
+
+
+def bucket_ids(keys: pa.ChunkedArray, field: pa.Field, n: int) -> np.ndarray:
+    """``portable_hash(key) % n`` for a whole key column, vectorised where the type allows."""
+    if n == 1:
+        return np.zeros(len(keys), dtype=np.int64)
+    if pa.types.is_integer(field.type):
+        return np.mod(pc.fill_null(keys, 0).to_numpy().astype(np.int64, copy=False), n)
+    if not is_pickled(field) and any(check(field.type) for check in _HASHABLE_TYPES):
+        encoded = pc.dictionary_encode(keys).combine_chunks()
+        per_value = np.fromiter((portable_hash(v) % n for v in encoded.dictionary.to_pylist()),
+                                dtype=np.int64, count=len(encoded.dictionary))
+        indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        per_value = np.append(per_value, 0)  # index -1 (null key) -> bucket 0
+        return per_value[indices]
+    from dstream.records import decode_column
+    return np.fromiter((portable_hash(k) % n for k in decode_column(keys, field)), dtype=np.int64,
+                       count=len(keys))
+
+
+def split_table(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
+    order = np.argsort(ids, kind="stable")
+    counts = np.bincount(ids, minlength=n)
+    ordered = table.take(pa.array(order))
+    out, start = [], 0
+    for c in counts:
+        out.append(ordered.slice(start, int(c)))
+        start += int(c)
+    return out
+
+
+@dataclass
+class Aggregator:
+    """combineByKey's three functions, plus the Arrow aggregation that matches them when there is one."""
+
+    create_combiner: Callable[[Any], Any]
+    merge_value: Callable[[Any, Any], Any]
+    merge_combiners: Callable[[Any, Any], Any]
+    #: "sum", "min" or "max" when the functions are exactly that reduction (checked per table's types)
+    arrow_op: str | None = None
+
+
+def reducer(func: Callable[[Any, Any], Any]) -> Aggregator:
+    """The aggregator of ``reduceByKey(func)``, recognising the reductions Arrow can run."""
+    import operator
+    op = {operator.add: "sum", min: "min", max: "max"}.get(func)
+    return Aggregator(_identity, func, func, op)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+_NUMERIC = (pa.types.is_integer, pa.types.is_floating)
+
+
+def _arrow_applicable(table: pa.Table, op: str | None) -> bool:
+    if op is None or not is_pair_table(table) or table.num_rows == 0:
+        return False
+    kf, vf = table.schema.field("key"), table.schema.field("value")
+    if is_pickled(kf) or is_pickled(vf) or pa.types.is_null(kf.type) or pa.types.is_nested(kf.type):
+        return False
+    if pa.types.is_integer(vf.type):
+        return vf.type == pa.int64()
+    if pa.types.is_floating(vf.type):
+        return True
+    if op in ("min", "max") and (pa.types.is_string(vf.type) or pa.types.is_large_string(vf.type)):
+        return True
+    return False
+
+
+def arrow_combine(table: pa.Table, op: str) -> pa.Table:
+    """Reduce values per key with an Arrow hash group-by."""
+    out = table.group_by("key", use_threads=False).aggregate([("value", op)])
+    return pa.table({"key": out.column("key"), "value": out.column(f"value_{op}")})
+
+
+_MISSING = object()
+
+
+def combine_rows(rows: Iterable[tuple[Any, Any]], create: Callable, merge: Callable) -> list[tuple[Any, Any]]:
+    combined: dict = {}
+    get = combined.get
+    if create is _identity:
+        for k, v in rows:
+            old = get(k, _MISSING)
+            combined[k] = v if old is _MISSING else merge(old, v)
+    else:
+        for k, v in rows:
+            old = get(k, _MISSING)
+            combined[k] = create(v) if old is _MISSING else merge(old, v)
+    return list(combined.items())
+
+
+def combine_values(part: Partition, agg: Aggregator) -> Partition:
+    """Map-side combine: raw values to one combiner per key."""
+    if isinstance(part, pa.Table) and _arrow_applicable(part, agg.arrow_op):
+        return arrow_combine(part, agg.arrow_op)
+    return combine_rows(as_rows(part), agg.create_combiner, agg.merge_value)
+
+
+def merge_combiners(part: Partition, agg: Aggregator) -> Partition:
+    """Reduce-side merge of combiners coming from several map outputs."""
+    if isinstance(part, pa.Table) and _arrow_applicable(part, agg.arrow_op):
+        return arrow_combine(part, agg.arrow_op)
+    return combine_rows(as_rows(part), _identity, agg.merge_combiners)
+
+
+def _require_pairs(rows: Iterable[Any], what: str) -> Iterable[tuple[Any, Any]]:
+    for r in rows:
+        if not isinstance(r, tuple) or len(r) != 2:
+            raise TypeError(f"{what} needs (key, value) pairs, got the record {r!r}")
+        yield r
+
+
+def write_map_output(parent: Any, map_index: int, shuffle_id: int, n: int,
+                     partition_func: Callable[[Any], int] | None, aggregator: Aggregator | None,
+                     map_side_combine: bool, what: str, tc: TaskContext) -> list[int]:
+    """The task of one map partition: combine, bucket and store; return the rows per bucket."""
+    part = parent.iterator(map_index, tc)
+    if aggregator is not None and map_side_combine:
+        if not isinstance(part, pa.Table) or not is_pair_table(part):
+            part = _require_pairs(as_rows(part), what)
+        part = combine_values(part, aggregator)
+    if isinstance(part, pa.Table) and is_pair_table(part) and partition_func is None:
+        buckets = split_table(part, bucket_ids(part.column("key"), part.schema.field("key"), n), n)
+    else:
+        rows: list[list] = [[] for _ in range(n)]
+        h = portable_hash if partition_func is None else partition_func
+        for kv in _require_pairs(as_rows(part), what):
+            rows[h(kv[0]) % n].append(kv)
+        buckets = [to_table(r) for r in rows]
+    sizes = []
+    for r, bucket in enumerate(buckets):
+        sizes.append(bucket.num_rows)
+        if bucket.num_rows:
+            tc.store.put(ShuffleDependency.block_id(shuffle_id, map_index, r), bucket)
+    return sizes
+
+
+def read_bucket(tc: TaskContext, shuffle_id: int, num_maps: int, reduce_index: int) -> pa.Table:
+    tables = []
+    for m in range(num_maps):
+        t = tc.store.get(ShuffleDependency.block_id(shuffle_id, m, reduce_index))
+        if t is not None:
+            tables.append(t)
+    return concat(tables)

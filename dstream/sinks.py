@@ -1,0 +1,84 @@
+"""Output committers: each partition is written by a task to a temporary directory, then the driver moves
+the parts into place and writes ``_SUCCESS`` last. A directory with ``_SUCCESS`` is committed; writing a
+committed batch again is skipped, so replayed batches produce their output exactly once.
+"""
+from __future__ import annotations
+
+import functools
+import posixpath
+import uuid
+from typing import Any, Callable, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from executors.base import TaskContext
+from dstream.io import join, url_to_fs
+from dstream.records import as_rows, as_table
+from dstream.rdd import RDD
+
+Format = Literal["text", "parquet"]
+SUCCESS = "_SUCCESS"
+
+
+def _text_of(part: Any) -> str:
+    if isinstance(part, pa.Table) and part.num_columns == 1 and pa.types.is_string(part.schema.field(0).type) \
+            and part.column(0).null_count == 0:
+        lines = part.column(0).to_pylist()
+    else:
+        lines = [x if isinstance(x, str) else str(x) for x in as_rows(part)]
+    return "".join(line + "\n" for line in lines)
+
+
+def _write_part(rdd: RDD, tmp_url: str, fmt: Format, split: int, tc: TaskContext) -> str | None:
+    part = rdd.iterator(split, tc)
+    fs, tmp = url_to_fs(tmp_url)
+    fs.makedirs(tmp, exist_ok=True)
+    name = f"part-{split:05d}" + (".parquet" if fmt == "parquet" else "")
+    if fmt == "parquet":
+        with fs.open(posixpath.join(tmp, name), "wb") as f:
+            pq.write_table(as_table(part), f)
+    else:
+        with fs.open(posixpath.join(tmp, name), "wb") as f:
+            f.write(_text_of(part).encode("utf-8"))
+    return name
+
+
+def is_committed(url: str) -> bool:
+    fs, path = url_to_fs(url)
+    return fs.exists(posixpath.join(path, SUCCESS))
+
+
+def commit_rdd(rdd: RDD, url: str, fmt: Format, if_exists: Literal["error", "skip"]) -> bool:
+    """Write ``rdd`` under ``url`` atomically; return False when it was already committed (skipped)."""
+    fs, path = url_to_fs(url)
+    if fs.exists(posixpath.join(path, SUCCESS)):
+        if if_exists == "skip":
+            return False
+        raise FileExistsError(f"output directory {url} already exists")
+    if fs.exists(path):
+        if if_exists == "error" and fs.ls(path):
+            raise FileExistsError(f"output directory {url} already exists")
+        fs.rm(path, recursive=True)  # leftovers of an attempt that never committed
+    tmp_url = join(url, "_temporary", uuid.uuid4().hex[:12])
+    names = rdd.ctx.run_job(rdd, functools.partial(_write_part, rdd, tmp_url, fmt),
+                            description=f"save {fmt} {url}")
+    _, tmp = url_to_fs(tmp_url)
+    for name in names:
+        fs.mv(posixpath.join(tmp, name), posixpath.join(path, name))
+    fs.rm(posixpath.join(path, "_temporary"), recursive=True)
+    fs.pipe_file(posixpath.join(path, SUCCESS), b"")
+    return True
+
+
+def save_text_partitions(rdd: RDD, url: str, if_exists: Literal["error", "skip"] = "error") -> bool:
+    return commit_rdd(rdd, url, "text", if_exists)
+
+
+def save_parquet_partitions(rdd: RDD, url: str, if_exists: Literal["error", "skip"] = "error") -> bool:
+    return commit_rdd(rdd, url, "parquet", if_exists)
+
+
+def batch_path(prefix: str, time_ms: int, suffix: str | None) -> str:
+    """``prefix-<batch time in ms>[.suffix]``, as Spark names a batch's output."""
+    return f"{prefix}-{time_ms}" + (f".{suffix}" if suffix else "")

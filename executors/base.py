@@ -1,0 +1,139 @@
+"""The executor interface: run task functions in parallel and keep blocks for them.
+
+An executor knows tasks and Arrow tables, not streams or RDDs. Two methods are required (``submit`` and
+``shutdown``); ``run_tasks`` derives from them. Backends: ``threads`` (ThreadExecutor), ``processes``
+(ProcessExecutor) and, later, ``dask``; they register by name and import lazily, as fsspec's do.
+"""
+from __future__ import annotations
+
+import importlib
+import traceback
+from abc import ABC, abstractmethod
+from concurrent.futures import Future, wait, FIRST_EXCEPTION
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from executors.blockstore import BlockStore
+
+
+@dataclass
+class TaskContext:
+    """What a running task knows about itself (Spark's TaskContext)."""
+
+    #: the block store holding cached partitions and shuffle buckets
+    store: BlockStore
+    #: the index of the partition the task computes
+    partition_id: int = 0
+    #: a short description for error messages, e.g. "stage 3 (collect) partition 1"
+    description: str = ""
+
+
+class TaskError(RuntimeError):
+    """A task failed; the message carries the task and the user's traceback from the worker."""
+
+    def __init__(self, description: str, cause: BaseException | None, remote_traceback: str = ""):
+        self.description = description
+        self.remote_traceback = remote_traceback
+        self.cause = cause
+        msg = f"{description} failed: {type(cause).__name__ if cause else 'error'}: {cause}"
+        if remote_traceback:
+            msg += "\n\n--- traceback from the executor ---\n" + remote_traceback.rstrip()
+        super().__init__(msg)
+
+    def __reduce__(self):
+        return (TaskError, (self.description, self.cause, self.remote_traceback))
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+@dataclass
+class Task:
+    """One unit of work: ``fn(TaskContext)`` for one partition."""
+
+    fn: Callable[[TaskContext], Any]
+    partition_id: int
+    description: str = ""
+
+
+def execute_task(task: Task, store: BlockStore) -> Any:
+    """Run ``task`` against ``store``, turning any exception into a TaskError with its traceback."""
+    tc = TaskContext(store=store, partition_id=task.partition_id, description=task.description)
+    try:
+        return task.fn(tc)
+    except TaskError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any user error becomes a task failure
+        raise TaskError(task.description or f"task {task.partition_id}", _portable(exc),
+                        format_exception(exc)) from None
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it pickles, else a RuntimeError with its text."""
+    import cloudpickle
+    try:
+        cloudpickle.loads(cloudpickle.dumps(exc))
+        exc.__traceback__ = None
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+class Executor(ABC):
+    """Runs tasks in parallel and owns the block store the tasks share."""
+
+    #: how many tasks can run at once
+    num_workers: int
+    #: where tasks keep cached partitions and shuffle buckets
+    store: BlockStore
+
+    @abstractmethod
+    def submit_task(self, task: Task) -> Future:
+        """Start ``task``; the future holds its result or its TaskError."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop the workers and free the block store."""
+
+    def run_tasks(self, tasks: Sequence[Task]) -> list[Any]:
+        """Run all tasks, wait for them, return their results in order; raise the first failure."""
+        futures = [self.submit_task(t) for t in tasks]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise f.exception()
+        return [f.result() for f in futures]
+
+    def remove_blocks(self, prefix: str) -> None:
+        self.store.remove_prefix(prefix)
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+#: executor backends by name: "module:Class", imported when first asked for
+_BACKENDS: dict[str, str] = {
+    "threads": "executors.threads:ThreadExecutor",
+    "processes": "executors.processes:ProcessExecutor",
+    "dask": "executors.dask:DaskExecutor",
+}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Register an executor backend as ``"module:Class"`` under ``name``."""
+    _BACKENDS[name] = target
+
+
+def get_backend(name: str) -> type[Executor]:
+    try:
+        target = _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown executor backend {name!r}; known: {sorted(_BACKENDS)}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
