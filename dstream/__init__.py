@@ -6,3 +6,8 @@ from dstream.rdd import RDD
 
 __all__ = ["Context", "RDD", "ManualClock", "SystemClock", "StreamingListener", "BatchInfo"]
 __version__ = "0.1.0"
+from dstream.dstream import DStream  # noqa: E402
+from dstream.state import State  # noqa: E402
+from dstream.streaming import SerializationError, StreamingContext  # noqa: E402
+
+__all__ += ["DStream", "StreamingContext", "State", "SerializationError"]

@@ -145,11 +145,23 @@ class RDD:
         return self
 
     def unpersist(self, blocking: bool = False) -> "RDD":
-        """Free the cached partitions."""
+        """Free the cached partitions (once no BlockRDD made by ``truncated()`` still reads them)."""
         self.is_cached = False
-        if self._lease is not None:
-            self._lease.release()
-            self._lease = None
+        self._lease = None
+        return self
+
+    def truncated(self) -> "RDD":
+        """This RDD without its lineage when all its partitions are cached, else itself.
+
+        Stateful streams build each batch's state on the previous one; reading the previous state
+        from its cached blocks keeps the lineage (and the driver's memory) from growing batch by batch.
+        """
+        if self._checkpoint_rdd is not None:
+            return self._checkpoint_rdd
+        if self.is_cached and self._lease is not None and self.is_available():
+            rdd = BlockRDD(self.ctx, [self._block_id(i) for i in range(self.num_partitions)], self._lease)
+            rdd.partitioner = self.partitioner
+            return rdd
         return self
 
     def checkpoint(self) -> None:

@@ -1,0 +1,447 @@
+"""DStream: a discretized stream, one RDD per batch time (PySpark's DStream API).
+
+Operators are small classes in the style of Spark Streaming: each knows its ``dependencies`` (parent
+streams), its ``slide_ms`` and how to ``compute(time)`` its RDD; the base class's ``get_or_compute``
+alone caches generated RDDs, checks times and marks checkpoints. Most operators are a
+``TransformedDStream`` applying an RDD operation batch by batch, as in PySpark.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+import cloudpickle
+
+from dstream.durations import check_multiple, ms_to_datetime, time_to_ms, to_ms
+from dstream.rdd import RDD, _fn_name
+
+if TYPE_CHECKING:
+    from dstream.streaming import StreamingContext
+
+
+def _arity(func: Callable) -> int:
+    """Positional parameters of ``func`` (to tell ``f(rdd)`` from ``f(time, rdd)``)."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               and p.default is p.empty)
+
+
+def _with_time(func: Callable, n_rdds: int) -> Callable:
+    """Normalise a user function to ``f(time, *rdds)``, accepting ``f(*rdds)`` too (as PySpark does)."""
+    if _arity(func) > n_rdds:
+        return func
+    return lambda t, *rdds: func(*rdds)
+
+
+class DStream:
+    """A sequence of RDDs, one per batch time; build pipelines with its operators, then start the context."""
+
+    def __init__(self, ssc: "StreamingContext", dependencies: list["DStream"], slide_ms: int | None = None,
+                 name: str | None = None) -> None:
+        ssc._check_can_declare()
+        #: the StreamingContext this stream belongs to
+        self._ssc = ssc
+        #: parent streams
+        self.dependencies = dependencies
+        #: milliseconds between this stream's RDDs
+        self.slide_ms = slide_ms if slide_ms is not None else dependencies[0].slide_ms
+        #: the RDD generated for each batch time still remembered
+        self.generated: dict[int, RDD | None] = {}
+        #: the time before the first batch (set at start)
+        self.zero_ms: int | None = None
+        #: how long generated RDDs are kept
+        self.remember_ms: int | None = None
+        #: whether generated RDDs are cached
+        self.must_cache = False
+        #: data checkpoint interval (ms) when this stream's RDDs are checkpointed
+        self.checkpoint_ms: int | None = None
+        #: streams whose state builds on their own past must checkpoint (updateStateByKey, ...)
+        self.must_checkpoint = False
+        self.name = name or type(self).__name__
+
+    # -- the operator protocol ------------------------------------------------------------------------
+    def compute(self, time_ms: int) -> RDD | None:
+        raise NotImplementedError
+
+    def parent_remember_ms(self) -> int:
+        """How long parents must keep their RDDs for this stream (windows add their length)."""
+        return self.remember_ms or self.slide_ms
+
+    def is_time_valid(self, time_ms: int) -> bool:
+        return (self.zero_ms is not None and time_ms > self.zero_ms
+                and (time_ms - self.zero_ms) % self.slide_ms == 0)
+
+    def get_or_compute(self, time_ms: int) -> RDD | None:
+        """The RDD of batch ``time_ms``: generated once, then remembered."""
+        if time_ms in self.generated:
+            return self.generated[time_ms]
+        if not self.is_time_valid(time_ms):
+            return None
+        rdd = self.compute(time_ms)
+        if rdd is not None:
+            if self.must_cache:
+                rdd.cache()
+            if self.checkpoint_ms and (time_ms - self.zero_ms) % self.checkpoint_ms == 0 \
+                    and rdd.ctx.checkpoint_dir is not None:
+                rdd.checkpoint()
+        self.generated[time_ms] = rdd
+        return rdd
+
+    def initialize(self, zero_ms: int) -> None:
+        if self.zero_ms is not None and self.zero_ms == zero_ms:
+            return
+        self.zero_ms = zero_ms
+        if self.must_checkpoint and self.checkpoint_ms is None:
+            self.checkpoint_ms = self.slide_ms * -(-10_000 // self.slide_ms)
+        minimum = self.slide_ms
+        if self.checkpoint_ms is not None and minimum <= self.checkpoint_ms:
+            minimum = self.checkpoint_ms * 2
+        if self.remember_ms is None or self.remember_ms < minimum:
+            self.remember_ms = minimum
+        for parent in self.dependencies:
+            parent.initialize(zero_ms)
+
+    def remember(self, duration_ms: int | None) -> None:
+        if duration_ms is not None and (self.remember_ms is None or duration_ms > self.remember_ms):
+            self.remember_ms = duration_ms
+        for parent in self.dependencies:
+            parent.remember(self.parent_remember_ms())
+
+    def clear_metadata(self, time_ms: int) -> None:
+        """Forget RDDs older than the remember duration (and free their cached blocks)."""
+        limit = time_ms - (self.remember_ms or self.slide_ms)
+        for t in [t for t in self.generated if t <= limit]:
+            rdd = self.generated.pop(t)
+            if rdd is not None and rdd.is_cached:
+                rdd.unpersist()
+        for parent in self.dependencies:
+            parent.clear_metadata(time_ms)
+
+    def user_functions(self) -> Iterator[tuple[str, Callable]]:
+        """(description, function) of each user function this operator holds, for the pickling check."""
+        for attr, value in vars(self).items():
+            if attr.startswith("_") or attr in ("dependencies", "generated"):
+                continue
+            if callable(value) and not isinstance(value, (DStream, RDD, type)):
+                yield f"{attr} of {self.name}", value
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_ssc"] = None
+        state["generated"] = {}
+        return state
+
+    def __repr__(self) -> str:
+        return f"<{self.name} slide={self.slide_ms / 1000:g}s>"
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def context(self) -> "StreamingContext":
+        return self._ssc
+
+    @property
+    def _sc(self) -> Any:
+        return self._ssc.sparkContext
+
+    @property
+    def _slideDuration(self) -> float:
+        return self.slide_ms / 1000.0
+
+    def _validate_window(self, windowDuration: float, slideDuration: float | None) -> tuple[int, int]:
+        window = check_multiple(to_ms(windowDuration, "windowDuration"), self.slide_ms, "windowDuration")
+        slide = self.slide_ms if slideDuration is None else check_multiple(
+            to_ms(slideDuration, "slideDuration"), self.slide_ms, "slideDuration")
+        return window, slide
+
+    def slice_ms(self, from_ms: int, to_ms_: int) -> list[RDD]:
+        """The RDDs of the batch times in [from_ms, to_ms_], aligned to this stream's slide."""
+        if self.zero_ms is None:
+            raise RuntimeError(f"{self.name} has not been initialised: start the StreamingContext first")
+
+        def align(t: int) -> int:
+            return t if (t - self.zero_ms) % self.slide_ms == 0 else \
+                self.zero_ms + (t - self.zero_ms) // self.slide_ms * self.slide_ms
+
+        out = []
+        t = align(from_ms)
+        end = align(to_ms_)
+        while t <= end:
+            if t > self.zero_ms:
+                rdd = self.get_or_compute(t)
+                if rdd is not None:
+                    out.append(rdd)
+            t += self.slide_ms
+        return out
+
+    # -- transformations ----------------------------------------------------------------------------
+    def transform(self, func: Callable) -> "DStream":
+        """A stream of ``func(rdd)`` or ``func(time, rdd)`` for each batch."""
+        return TransformedDStream([self], _with_time(func, 1), f"transform({_fn_name(func)})")
+
+    def transformWith(self, func: Callable, other: "DStream", keepSerializer: bool = False) -> "DStream":
+        """A stream of ``func(rdd_a, rdd_b)`` or ``func(time, rdd_a, rdd_b)``; both must share a slide."""
+        self._check_same_slide(other, "transformWith")
+        return TransformedDStream([self, other], _with_time(func, 2), f"transformWith({_fn_name(func)})")
+
+    def _check_same_slide(self, other: "DStream", what: str) -> None:
+        if self.slide_ms != other.slide_ms:
+            raise ValueError(f"{what}: the two streams have different slide durations "
+                             f"({self.slide_ms / 1000:g} s and {other.slide_ms / 1000:g} s)")
+
+    def _rdd_op(self, name: str, op: Callable[[RDD], RDD]) -> "DStream":
+        return TransformedDStream([self], lambda t, rdd: op(rdd), name)
+
+    def map(self, f: Callable[[Any], Any], preservesPartitioning: bool = False) -> "DStream":
+        return self._rdd_op(f"map({_fn_name(f)})", lambda rdd: rdd.map(f, preservesPartitioning))
+
+    def flatMap(self, f: Callable[[Any], Iterable[Any]], preservesPartitioning: bool = False) -> "DStream":
+        return self._rdd_op(f"flatMap({_fn_name(f)})", lambda rdd: rdd.flatMap(f, preservesPartitioning))
+
+    def filter(self, f: Callable[[Any], bool]) -> "DStream":
+        return self._rdd_op(f"filter({_fn_name(f)})", lambda rdd: rdd.filter(f))
+
+    def mapPartitions(self, f: Callable, preservesPartitioning: bool = False) -> "DStream":
+        return self._rdd_op(f"mapPartitions({_fn_name(f)})", lambda rdd: rdd.mapPartitions(f, preservesPartitioning))
+
+    def mapPartitionsWithIndex(self, f: Callable, preservesPartitioning: bool = False) -> "DStream":
+        return self._rdd_op(f"mapPartitionsWithIndex({_fn_name(f)})",
+                            lambda rdd: rdd.mapPartitionsWithIndex(f, preservesPartitioning))
+
+    def mapValues(self, f: Callable[[Any], Any]) -> "DStream":
+        return self._rdd_op(f"mapValues({_fn_name(f)})", lambda rdd: rdd.mapValues(f))
+
+    def flatMapValues(self, f: Callable[[Any], Iterable[Any]]) -> "DStream":
+        return self._rdd_op(f"flatMapValues({_fn_name(f)})", lambda rdd: rdd.flatMapValues(f))
+
+    def glom(self) -> "DStream":
+        return self._rdd_op("glom", lambda rdd: rdd.glom())
+
+    def mapInArrow(self, f: Callable) -> "DStream":
+        """Apply ``f`` (iterator of pyarrow.RecordBatch in, iterator out) to each batch's partitions."""
+        return self._rdd_op(f"mapInArrow({_fn_name(f)})", lambda rdd: rdd.mapInArrow(f))
+
+    def mapInPandas(self, f: Callable) -> "DStream":
+        """Apply ``f`` (iterator of pandas DataFrames in, iterator out) to each batch's partitions."""
+        return self._rdd_op(f"mapInPandas({_fn_name(f)})", lambda rdd: rdd.mapInPandas(f))
+
+    def repartition(self, numPartitions: int) -> "DStream":
+        return self._rdd_op("repartition", lambda rdd: rdd.repartition(numPartitions))
+
+    def partitionBy(self, numPartitions: int, partitionFunc: Callable[[Any], int] | None = None) -> "DStream":
+        from dstream.shuffle import portable_hash
+        func = partitionFunc or portable_hash
+        return self._rdd_op("partitionBy", lambda rdd: rdd.partitionBy(numPartitions, func))
+
+    def reduce(self, func: Callable[[Any, Any], Any]) -> "DStream":
+        """Each batch reduced to one record (nothing for an empty batch)."""
+        return self.map(lambda x: (None, x)).reduceByKey(func, 1).map(operator.itemgetter(1))
+
+    def reduceByKey(self, func: Callable[[Any, Any], Any], numPartitions: int | None = None) -> "DStream":
+        return self._rdd_op(f"reduceByKey({_fn_name(func)})", lambda rdd: rdd.reduceByKey(
+            func, self._partitions(numPartitions, rdd)))
+
+    def _partitions(self, numPartitions: int | None, rdd: RDD) -> int:
+        """PySpark's default: the context's default parallelism."""
+        return numPartitions if numPartitions is not None else rdd.ctx.defaultParallelism
+
+    def combineByKey(self, createCombiner: Callable, mergeValue: Callable, mergeCombiners: Callable,
+                     numPartitions: int | None = None) -> "DStream":
+        return self._rdd_op("combineByKey", lambda rdd: rdd.combineByKey(
+            createCombiner, mergeValue, mergeCombiners, self._partitions(numPartitions, rdd)))
+
+    def groupByKey(self, numPartitions: int | None = None) -> "DStream":
+        return self._rdd_op("groupByKey", lambda rdd: rdd.groupByKey(self._partitions(numPartitions, rdd)))
+
+    def countByValue(self) -> "DStream":
+        """(record, count) pairs for each batch."""
+        return self.map(lambda x: (x, 1)).reduceByKey(operator.add)
+
+    def count(self) -> "DStream":
+        """One record per batch: its number of records (0 for an empty batch)."""
+        return self._rdd_op("count", lambda rdd: rdd.ctx.parallelize([rdd.count()], 1))
+
+    def union(self, other: "DStream") -> "DStream":
+        self._check_same_slide(other, "union")
+        return UnionDStream([self, other])
+
+    def cogroup(self, other: "DStream", numPartitions: int | None = None) -> "DStream":
+        return self.transformWith(lambda a, b: a.cogroup(b, numPartitions), other)
+
+    def join(self, other: "DStream", numPartitions: int | None = None) -> "DStream":
+        return self.transformWith(lambda a, b: a.join(b, numPartitions), other)
+
+    def leftOuterJoin(self, other: "DStream", numPartitions: int | None = None) -> "DStream":
+        return self.transformWith(lambda a, b: a.leftOuterJoin(b, numPartitions), other)
+
+    def rightOuterJoin(self, other: "DStream", numPartitions: int | None = None) -> "DStream":
+        return self.transformWith(lambda a, b: a.rightOuterJoin(b, numPartitions), other)
+
+    def fullOuterJoin(self, other: "DStream", numPartitions: int | None = None) -> "DStream":
+        return self.transformWith(lambda a, b: a.fullOuterJoin(b, numPartitions), other)
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def cache(self) -> "DStream":
+        return self.persist()
+
+    def persist(self, storageLevel: Any = None) -> "DStream":
+        self.must_cache = True
+        return self
+
+    def checkpoint(self, interval: float) -> "DStream":
+        """Checkpoint this stream's RDDs every ``interval`` seconds (a multiple of its slide)."""
+        ms = check_multiple(to_ms(interval, "interval"), self.slide_ms, "interval")
+        self.must_cache = True
+        self.checkpoint_ms = ms
+        return self
+
+    # -- windows --------------------------------------------------------------------------------------
+    def window(self, windowDuration: float, slideDuration: float | None = None) -> "DStream":
+        """Every ``slideDuration``, the union of the batches of the last ``windowDuration``."""
+        from dstream.window import WindowedDStream
+        window, slide = self._validate_window(windowDuration, slideDuration)
+        return WindowedDStream(self, window, slide)
+
+    def reduceByWindow(self, reduceFunc: Callable, invReduceFunc: Callable | None, windowDuration: float,
+                       slideDuration: float | None) -> "DStream":
+        keyed = self.map(lambda x: (1, x))
+        reduced = keyed.reduceByKeyAndWindow(reduceFunc, invReduceFunc, windowDuration, slideDuration, 1)
+        return reduced.map(operator.itemgetter(1))
+
+    def countByWindow(self, windowDuration: float, slideDuration: float | None) -> "DStream":
+        return self.map(lambda x: 1).reduceByWindow(operator.add, operator.sub, windowDuration, slideDuration)
+
+    def countByValueAndWindow(self, windowDuration: float, slideDuration: float | None,
+                              numPartitions: int | None = None) -> "DStream":
+        keyed = self.map(lambda x: (x, 1))
+        counted = keyed.reduceByKeyAndWindow(operator.add, operator.sub, windowDuration, slideDuration,
+                                             numPartitions)
+        return counted.filter(lambda kv: kv[1] > 0)
+
+    def groupByKeyAndWindow(self, windowDuration: float, slideDuration: float | None,
+                            numPartitions: int | None = None) -> "DStream":
+        return self.window(windowDuration, slideDuration).groupByKey(numPartitions)
+
+    def reduceByKeyAndWindow(self, func: Callable, invFunc: Callable | None, windowDuration: float,
+                             slideDuration: float | None = None, numPartitions: int | None = None,
+                             filterFunc: Callable | None = None) -> "DStream":
+        """Reduce each key's values over a sliding window; with ``invFunc`` incrementally."""
+        from dstream.window import ReducedWindowedDStream
+        window, slide = self._validate_window(windowDuration, slideDuration)
+        reduced = self.reduceByKey(func, numPartitions)
+        if invFunc is None:
+            out = reduced.window(window / 1000, slide / 1000).reduceByKey(func, numPartitions)
+            return out.filter(filterFunc) if filterFunc else out
+        return ReducedWindowedDStream(reduced, func, invFunc, window, slide, numPartitions, filterFunc)
+
+    def slice(self, begin: Any, end: Any) -> list[RDD]:
+        """The RDDs from ``begin`` to ``end`` (both included): datetimes or unix timestamps."""
+        return self.slice_ms(time_to_ms(begin, "begin"), time_to_ms(end, "end"))
+
+    # -- state ----------------------------------------------------------------------------------------
+    def updateStateByKey(self, updateFunc: Callable[[list, Any], Any], numPartitions: int | None = None,
+                         initialRDD: RDD | Iterable | None = None) -> "DStream":
+        """Per-key state: ``updateFunc(new_values, old_state)`` -> new state (None removes the key)."""
+        from dstream.state import StateDStream
+        return StateDStream(self, updateFunc, numPartitions, initialRDD)
+
+    def mapWithState(self, func: Callable[[Any, Any, Any], Any], timeout: float | None = None,
+                     initialState: RDD | Iterable | None = None,
+                     numPartitions: int | None = None) -> "DStream":
+        """Per-key state with a mapping function ``func(key, value, state)``; see ``dstream.state.State``.
+
+        With ``timeout`` (seconds), a key idle that long is called once more with ``value=None`` and
+        ``state.isTimingOut()`` True, then removed. Returns the stream of mapped records; its
+        ``stateSnapshots()`` is the stream of (key, state) pairs.
+        """
+        from dstream.state import MapWithStateDStream
+        return MapWithStateDStream(self, func, timeout, initialState, numPartitions)
+
+    # -- output operations ---------------------------------------------------------------------------
+    def foreachRDD(self, func: Callable) -> None:
+        """Run ``func(rdd)`` or ``func(time, rdd)`` (time a datetime) for every batch, on the driver."""
+        f = _with_time(func, 1)
+        ForEachDStream(self, lambda t, rdd: f(ms_to_datetime(t), rdd), f"foreachRDD({_fn_name(func)})", func)
+
+    def foreachBatch(self, func: Callable[[RDD, int], None]) -> None:
+        """Run ``func(rdd, batch_time_ms)``: the batch time is a stable id for an idempotent sink."""
+        ForEachDStream(self, lambda t, rdd: func(rdd, t), f"foreachBatch({_fn_name(func)})", func)
+
+    def pprint(self, num: int = 10) -> None:
+        """Print the first ``num`` records of each batch."""
+        def show(t: int, rdd: RDD) -> None:
+            taken = rdd.take(num + 1)
+            print("-------------------------------------------")
+            print(f"Time: {ms_to_datetime(t)}")
+            print("-------------------------------------------")
+            for record in taken[:num]:
+                print(record)
+            if len(taken) > num:
+                print("...")
+            print("", flush=True)
+
+        ForEachDStream(self, show, "pprint")
+
+    def saveAsTextFiles(self, prefix: str, suffix: str | None = None) -> None:
+        """Each batch to ``prefix-<time ms>[.suffix]``: part files and ``_SUCCESS``, committed once."""
+        from dstream.sinks import batch_path, save_text_partitions
+        ForEachDStream(self, lambda t, rdd: save_text_partitions(rdd, batch_path(prefix, t, suffix), "skip"),
+                       "saveAsTextFiles")
+
+    def saveAsParquetFiles(self, prefix: str, suffix: str | None = "parquet") -> None:
+        """Each batch as Parquet files under ``prefix-<time ms>[.suffix]``, committed once."""
+        from dstream.sinks import batch_path, save_parquet_partitions
+        ForEachDStream(self, lambda t, rdd: save_parquet_partitions(rdd, batch_path(prefix, t, suffix), "skip"),
+                       "saveAsParquetFiles")
+
+
+class TransformedDStream(DStream):
+    """``func(time, *parent_rdds)`` for each batch: the workhorse behind the stateless operators."""
+
+    def __init__(self, parents: list[DStream], func: Callable, name: str) -> None:
+        super().__init__(parents[0]._ssc, parents, name=name)
+        self.func = func
+
+    def compute(self, time_ms: int) -> RDD | None:
+        rdds = []
+        for parent in self.dependencies:
+            rdd = parent.get_or_compute(time_ms)
+            rdds.append(rdd if rdd is not None else parent._ssc.sparkContext.emptyRDD())
+        out = self.func(time_ms, *rdds)
+        if out is not None and not isinstance(out, RDD):
+            raise TypeError(f"{self.name} must return an RDD, got {type(out).__name__}")
+        return out
+
+
+class UnionDStream(DStream):
+    def __init__(self, parents: list[DStream]) -> None:
+        super().__init__(parents[0]._ssc, parents, name="union")
+
+    def compute(self, time_ms: int) -> RDD | None:
+        rdds = [r for r in (p.get_or_compute(time_ms) for p in self.dependencies) if r is not None]
+        if not rdds:
+            return None
+        return rdds[0].ctx.union(rdds)
+
+
+class ForEachDStream(DStream):
+    """An output operation: ``func(time_ms, rdd)`` becomes batch ``time_ms``'s job."""
+
+    def __init__(self, parent: DStream, func: Callable[[int, RDD], None], name: str,
+                 user_func: Callable | None = None) -> None:
+        super().__init__(parent._ssc, [parent], name=name)
+        self.func = func
+        self.user_func = user_func
+        #: position among the context's output operations (their run order)
+        self.output_id = parent._ssc._graph.add_output(self)
+
+    def generate_job(self, time_ms: int) -> Callable[[], None] | None:
+        rdd = self.dependencies[0].get_or_compute(time_ms)
+        if rdd is None:
+            return None
+        return functools.partial(self.func, time_ms, rdd)

@@ -1,0 +1,36 @@
+"""Durations: seconds (float) in the public API, integer milliseconds inside."""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+
+def to_ms(seconds: Any, name: str) -> int:
+    """Milliseconds of a positive duration in seconds; ValueError naming the parameter otherwise."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {seconds!r}")
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        raise ValueError(f"{name} must be positive, got {seconds!r} seconds")
+    return ms
+
+
+def check_multiple(ms: int, parent_ms: int, name: str) -> int:
+    if ms % parent_ms != 0:
+        raise ValueError(f"{name} ({ms / 1000:g} s) must be a multiple of the parent stream's slide "
+                         f"duration ({parent_ms / 1000:g} s)")
+    return ms
+
+
+def time_to_ms(t: Any, name: str) -> int:
+    """A datetime or unix timestamp (seconds) as milliseconds."""
+    if isinstance(t, _dt.datetime):
+        return round(t.timestamp() * 1000)
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        return round(t * 1000)
+    raise ValueError(f"{name} must be a datetime or a unix timestamp in seconds, got {t!r}")
+
+
+def ms_to_datetime(ms: int) -> _dt.datetime:
+    """A batch time as the local datetime PySpark hands to foreachRDD."""
+    return _dt.datetime.fromtimestamp(ms / 1000.0)

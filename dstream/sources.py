@@ -1,0 +1,222 @@
+"""Input streams: queueStream, textFileStream, binaryRecordsStream, socketTextStream.
+
+An input stream's ``compute(t)`` runs on the job generator when batch t falls due, so each batch takes
+its input exactly once: the queue items, the new files, the socket lines that arrived in (t - interval, t].
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+import socket
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pyarrow as pa
+
+from dstream.dstream import DStream
+from dstream.io import expand_paths, url_to_fs
+from dstream.rdd import RDD
+
+if TYPE_CHECKING:
+    from dstream.streaming import StreamingContext
+
+log = logging.getLogger(__name__)
+
+
+class InputDStream(DStream):
+    """A stream with no parents; one RDD per batch interval."""
+
+    def __init__(self, ssc: "StreamingContext", name: str) -> None:
+        super().__init__(ssc, [], ssc._interval_ms, name=name)
+        #: records taken per batch time, for BatchInfo.numRecords
+        self.records_per_batch: dict[int, int] = {}
+        ssc._graph.add_input(self)
+
+    def start(self) -> None:
+        """Called when the context starts."""
+
+    def stop(self) -> None:
+        """Called when the context stops."""
+
+    def clear_metadata(self, time_ms: int) -> None:
+        super().clear_metadata(time_ms)
+        limit = time_ms - (self.remember_ms or self.slide_ms)
+        for t in [t for t in self.records_per_batch if t <= limit]:
+            del self.records_per_batch[t]
+
+
+class QueueInputDStream(InputDStream):
+    """Batches from a queue of RDDs (or lists): one per batch, or all at once; ``default`` when empty."""
+
+    def __init__(self, ssc: "StreamingContext", items: Iterable[Any], one_at_a_time: bool, default: Any) -> None:
+        super().__init__(ssc, "queueStream")
+        ctx = ssc.sparkContext
+        self.queue: deque[RDD] = deque(self._to_rdd(ctx, x) for x in items)
+        self.one_at_a_time = one_at_a_time
+        self.default = None if default is None else self._to_rdd(ctx, default)
+
+    @staticmethod
+    def _to_rdd(ctx: Any, item: Any) -> RDD:
+        return item if isinstance(item, RDD) else ctx.parallelize(list(item))
+
+    def compute(self, time_ms: int) -> RDD | None:
+        ctx = self._ssc.sparkContext
+        if self.queue:
+            if self.one_at_a_time:
+                rdd = self.queue.popleft()
+            else:
+                rdd = ctx.union(list(self.queue))
+                self.queue.clear()
+        else:
+            rdd = self.default if self.default is not None else ctx.emptyRDD()
+        return rdd
+
+
+class FileInputDStream(InputDStream):
+    """New files in a directory (any fsspec URL); a file counts once, in the batch in which it appears.
+
+    Files must appear atomically (written elsewhere, then renamed in). Names starting with ``.`` or
+    ``_`` and ending in ``.tmp`` or ``._COPYING_`` are ignored. With ``newFilesOnly`` (the default),
+    files already there when the stream starts are ignored, as in Spark.
+    """
+
+    def __init__(self, ssc: "StreamingContext", directory: str, kind: str, record_length: int = 0,
+                 new_files_only: bool = True) -> None:
+        super().__init__(ssc, f"{kind}({directory})")
+        self.directory = directory
+        self.kind = kind
+        self.record_length = record_length
+        self.new_files_only = new_files_only
+        #: files already taken
+        self.seen: set[str] = set()
+
+    def __getstate__(self) -> dict:
+        return super().__getstate__()
+
+    def _list(self) -> list[str]:
+        fs, path = url_to_fs(self.directory)
+        try:
+            entries = fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            name = posixpath.basename(e["name"].rstrip("/"))
+            if e.get("type") == "directory" or name.startswith((".", "_")) or name.endswith((".tmp", "._COPYING_")):
+                continue
+            out.append(e["name"])
+        protocol = self.directory.split("://")[0] + "://" if "://" in self.directory else ""
+        return sorted(fs.unstrip_protocol(p) if protocol else p for p in out)
+
+    def start(self) -> None:
+        if self.new_files_only:
+            self.seen = set(self._list())
+
+    def compute(self, time_ms: int) -> RDD | None:
+        listed = self._list()
+        new = [f for f in listed if f not in self.seen]
+        # Forget files that are gone so the set stays as small as the directory.
+        self.seen = self.seen.intersection(listed) | set(new)
+        ctx = self._ssc.sparkContext
+        if not new:
+            self.records_per_batch[time_ms] = 0
+            return ctx.emptyRDD()
+        if self.kind == "binaryRecordsStream":
+            return BinaryRecordsRDD(ctx, new, self.record_length)
+        from dstream.io import TextFileRDD
+        return TextFileRDD(ctx, new, 1, "utf-8")
+
+
+class BinaryRecordsRDD(RDD):
+    """Fixed-length byte records of files, one partition per file."""
+
+    def __init__(self, ctx: Any, paths: list[str], record_length: int) -> None:
+        super().__init__(ctx, [], len(paths))
+        self.paths = paths
+        self.record_length = record_length
+
+    def compute(self, split: int, tc: Any) -> pa.Table:
+        import fsspec
+        path = self.paths[split]
+        with fsspec.open(path, "rb") as f:
+            data = f.read()
+        n = self.record_length
+        if len(data) % n:
+            raise ValueError(f"the file {path} has {len(data)} bytes, not a multiple of recordLength={n}")
+        return pa.table({"value": pa.array([data[i:i + n] for i in range(0, len(data), n)], pa.binary())})
+
+
+class SocketInputDStream(InputDStream):
+    """Lines from a TCP server; lines arriving in (t - interval, t] form batch t.
+
+    A receiver thread connects (and reconnects after errors, every ``retry`` seconds), and stamps each
+    line with the streaming clock when it arrives.
+    """
+
+    def __init__(self, ssc: "StreamingContext", host: str, port: int, retry: float = 0.5) -> None:
+        super().__init__(ssc, f"socketTextStream({host}:{port})")
+        self.host, self.port, self.retry = host, port, retry
+        self._lines: deque[tuple[int, str]] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_batch_ms = -1
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        for k in ("_lines", "_lock", "_stop", "_thread"):
+            state[k] = None
+        return state
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._receive, name=f"dstream-receiver-{self.port}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _receive(self) -> None:
+        clock = self._ssc._clock
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                    sock.settimeout(0.2)
+                    buf = b""
+                    while not self._stop.is_set():
+                        try:
+                            chunk = sock.recv(65536)
+                        except socket.timeout:
+                            continue
+                        if not chunk:
+                            break
+                        buf += chunk
+                        *lines, buf = buf.split(b"\n")
+                        if lines:
+                            with self._lock:
+                                # A line never joins a batch that has already been cut.
+                                t = max(clock.now_ms(), self._last_batch_ms + 1)
+                                self._lines.extend((t, ln.rstrip(b"\r").decode("utf-8", "replace"))
+                                                   for ln in lines)
+                    if buf:
+                        with self._lock:
+                            self._lines.append((max(clock.now_ms(), self._last_batch_ms + 1),
+                                                buf.decode("utf-8", "replace")))
+            except OSError as exc:
+                log.debug("socketTextStream %s:%s: %s", self.host, self.port, exc)
+            self._stop.wait(self.retry)
+
+    def compute(self, time_ms: int) -> RDD | None:
+        with self._lock:
+            taken = []
+            while self._lines and self._lines[0][0] <= time_ms:
+                taken.append(self._lines.popleft()[1])
+            self._last_batch_ms = max(self._last_batch_ms, time_ms)
+        self.records_per_batch[time_ms] = len(taken)
+        ctx = self._ssc.sparkContext
+        if not taken:
+            return ctx.emptyRDD()
+        return ctx.parallelize(taken, min(len(taken), ctx.defaultParallelism))

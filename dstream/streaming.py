@@ -1,0 +1,314 @@
+"""StreamingContext: the streaming entry point, and the DStream graph the driver generates jobs from."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, ClassVar, Iterable, Literal
+
+import cloudpickle
+
+from driver.clock import Clock, ManualClock, SystemClock
+from driver.jobs import Job, JobGenerator, JobScheduler
+from driver.listener import ListenerBus, StreamingListener
+from dstream.context import Context
+from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream, _with_time
+from dstream.durations import to_ms
+from dstream.rdd import RDD, _fn_name
+
+log = logging.getLogger(__name__)
+
+
+class SerializationError(TypeError):
+    """A user function cannot be pickled, so it cannot be shipped to executors or checkpointed."""
+
+
+class DStreamGraph:
+    """The context's input and output streams; implements the driver's StreamGraph protocol."""
+
+    def __init__(self, ssc: "StreamingContext") -> None:
+        self.ssc = ssc
+        self.inputs: list[Any] = []
+        self.outputs: list[ForEachDStream] = []
+        #: the remember duration asked for with StreamingContext.remember
+        self.remember_ms: int | None = None
+        self.zero_ms: int | None = None
+
+    def add_input(self, stream: Any) -> None:
+        self.inputs.append(stream)
+
+    def add_output(self, stream: ForEachDStream) -> int:
+        self.outputs.append(stream)
+        return len(self.outputs) - 1
+
+    def all_streams(self) -> list[DStream]:
+        seen: dict[int, DStream] = {}
+        stack: list[DStream] = list(self.outputs)
+        while stack:
+            s = stack.pop()
+            if id(s) not in seen:
+                seen[id(s)] = s
+                stack.extend(s.dependencies)
+        return list(seen.values())
+
+    def validate(self) -> None:
+        if not self.outputs:
+            raise ValueError("No output operations registered, so nothing to execute: "
+                             "add foreachRDD, pprint, saveAsTextFiles or another output operation")
+        for stream in self.all_streams():
+            for what, func in stream.user_functions():
+                try:
+                    cloudpickle.dumps(func)
+                except Exception as exc:  # noqa: BLE001
+                    raise SerializationError(
+                        f"cannot serialise the function {what} ({_fn_name(getattr(func, 'user_func', func))}); "
+                        f"functions are pickled to run on executors, so they must not capture locks, "
+                        f"sockets, open files or the StreamingContext: {exc}") from exc
+
+    # -- the driver's StreamGraph protocol -------------------------------------------------------------
+    def start(self, zero_ms: int) -> None:
+        self.zero_ms = zero_ms
+        for out in self.outputs:
+            out.initialize(zero_ms)
+        for out in self.outputs:
+            out.remember(self.remember_ms)
+        for inp in self.inputs:
+            inp.start()
+
+    def generate_jobs(self, time_ms: int) -> list[Job]:
+        jobs = []
+        for out in self.outputs:
+            try:
+                run = out.generate_job(time_ms)
+            except Exception as exc:  # noqa: BLE001 - the job fails when it runs, in its turn
+                run = _raiser(exc)
+            if run is not None:
+                jobs.append(Job(time_ms, out.output_id, out.name, run))
+        return jobs
+
+    def num_records(self, time_ms: int) -> int:
+        return sum(inp.records_per_batch.get(time_ms, 0) for inp in self.inputs)
+
+    def clear_metadata(self, time_ms: int) -> None:
+        for out in self.outputs:
+            out.clear_metadata(time_ms)
+
+    def stop(self) -> None:
+        for inp in self.inputs:
+            try:
+                inp.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("stopping %s", inp)
+
+
+def _raiser(exc: BaseException) -> Callable[[], None]:
+    def run() -> None:
+        raise exc
+    return run
+
+
+State = Literal["initialized", "active", "stopped"]
+
+
+class StreamingContext:
+    """The entry point for streams: declare input streams and operators, then ``start()``.
+
+    ``batchDuration`` is in seconds. ``clock`` (a ``ManualClock`` in tests) is what the batch timer
+    waits on; the default is the system clock.
+    """
+
+    _active: ClassVar["StreamingContext | None"] = None
+    _active_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, sparkContext: Context | None = None, batchDuration: float = 1.0,
+                 clock: Clock | None = None) -> None:
+        self._ctx = sparkContext if sparkContext is not None else Context.getOrCreate()
+        self._interval_ms = to_ms(batchDuration, "batchDuration")
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._graph = DStreamGraph(self)
+        self._bus = ListenerBus()
+        self._state: State = "initialized"
+        self._lock = threading.RLock()
+        #: signalled when the context stops or a batch fails
+        self._waiter = threading.Condition()
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._checkpoint_dir: str | None = None
+        self._scheduler = JobScheduler(self._clock, self._bus, self._report_error, self._on_batch_completed)
+        self._generator = JobGenerator(self._clock, self._interval_ms, self._graph, self._scheduler,
+                                       self._report_error)
+
+    # -- properties -----------------------------------------------------------------------------------
+    @property
+    def sparkContext(self) -> Context:
+        return self._ctx
+
+    @property
+    def batchDuration(self) -> float:
+        return self._interval_ms / 1000.0
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def _check_can_declare(self) -> None:
+        if self._state != "initialized":
+            raise RuntimeError("Adding new inputs, transformations, and output operations after starting "
+                               "a context is not supported")
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def queueStream(self, rdds: Iterable[RDD | Iterable[Any]], oneAtATime: bool = True,
+                    default: RDD | Iterable[Any] | None = None) -> DStream:
+        """A stream of the given RDDs (or lists): one per batch, or all at once; then ``default`` or empty."""
+        from dstream.sources import QueueInputDStream
+        return QueueInputDStream(self, rdds, oneAtATime, default)
+
+    def textFileStream(self, directory: str) -> DStream:
+        """Lines of the new text files in ``directory`` (any fsspec URL)."""
+        from dstream.sources import FileInputDStream
+        return FileInputDStream(self, directory, "textFileStream")
+
+    def binaryRecordsStream(self, directory: str, recordLength: int) -> DStream:
+        """Fixed-length byte records of the new files in ``directory``."""
+        if not isinstance(recordLength, int) or recordLength < 1:
+            raise ValueError(f"recordLength must be a positive integer, got {recordLength!r}")
+        from dstream.sources import FileInputDStream
+        return FileInputDStream(self, directory, "binaryRecordsStream", recordLength)
+
+    def socketTextStream(self, hostname: str, port: int, storageLevel: Any = None) -> DStream:
+        """Lines received from a TCP server at ``hostname:port``."""
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+        from dstream.sources import SocketInputDStream
+        return SocketInputDStream(self, hostname, port)
+
+    def union(self, *dstreams: DStream) -> DStream:
+        if not dstreams:
+            raise ValueError("union needs at least one DStream")
+        for d in dstreams[1:]:
+            dstreams[0]._check_same_slide(d, "union")
+        return UnionDStream(list(dstreams))
+
+    def transform(self, dstreams: list[DStream], transformFunc: Callable) -> DStream:
+        """A stream of ``transformFunc(rdds)`` or ``transformFunc(time, rdds)`` over several streams."""
+        if not dstreams:
+            raise ValueError("transform needs at least one DStream")
+        for d in dstreams[1:]:
+            dstreams[0]._check_same_slide(d, "transform")
+        takes_time = len([p for p in _params(transformFunc)]) >= 2
+        func = (lambda t, *rdds: transformFunc(t, list(rdds))) if takes_time else \
+            (lambda t, *rdds: transformFunc(list(rdds)))
+        return TransformedDStream(list(dstreams), func, f"transform({_fn_name(transformFunc)})")
+
+    # -- configuration --------------------------------------------------------------------------------
+    def remember(self, duration: float) -> None:
+        """Keep each stream's RDDs for at least ``duration`` seconds (for ``slice`` or ad-hoc queries)."""
+        self._graph.remember_ms = to_ms(duration, "duration")
+
+    def checkpoint(self, directory: str) -> None:
+        """Checkpoint to ``directory`` (an fsspec URL)."""
+        self._checkpoint_dir = directory
+        self._ctx.setCheckpointDir(directory)
+
+    def addStreamingListener(self, streamingListener: StreamingListener) -> None:
+        self._bus.add(streamingListener)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start generating and running batches."""
+        with self._lock:
+            if self._state == "active":
+                raise RuntimeError("StreamingContext has already been started")
+            if self._state == "stopped":
+                raise RuntimeError("StreamingContext has already been stopped")
+            self._graph.validate()
+            with StreamingContext._active_lock:
+                active = StreamingContext._active
+                if active is not None and active is not self and active._state == "active":
+                    raise RuntimeError("Only one StreamingContext may be started in this process")
+                StreamingContext._active = self
+            self._bus.start()
+            self._scheduler.start()
+            self._generator.start()
+            self._state = "active"
+            self._bus.post("onStreamingStarted", self._clock.now_ms())
+
+    def stop(self, stopSparkContext: bool = True, stopGraceFully: bool = False) -> None:
+        """Stop; gracefully: first finish the batches already due. Stopping twice is harmless."""
+        with self._lock:
+            if self._state == "stopped":
+                return
+            was_active = self._state == "active"
+            self._state = "stopped"
+        if was_active:
+            self._generator.stop(graceful=stopGraceFully)
+            self._graph.stop()
+            self._scheduler.stop(graceful=stopGraceFully)
+            self._bus.stop()
+        with StreamingContext._active_lock:
+            if StreamingContext._active is self:
+                StreamingContext._active = None
+        if stopSparkContext:
+            self._ctx.stop()
+        with self._waiter:
+            self._stopped = True
+            self._waiter.notify_all()
+
+    def awaitTermination(self, timeout: float | None = None) -> None:
+        """Wait until stopped (or ``timeout`` seconds); raise the error of a failed batch."""
+        self.awaitTerminationOrTimeout(timeout)
+
+    def awaitTerminationOrTimeout(self, timeout: float | None) -> bool:
+        """Wait until stopped or ``timeout`` seconds; True if stopped.
+
+        As in Spark, a failed batch's error is raised from here as soon as it happens (the context keeps
+        running its later batches); the error carries the user's traceback.
+        """
+        with self._waiter:
+            self._waiter.wait_for(lambda: self._stopped or self._error is not None, timeout)
+            if self._error is not None:
+                raise self._error
+            return self._stopped
+
+    def _report_error(self, error: BaseException) -> None:
+        with self._waiter:
+            if self._error is None:
+                self._error = error
+            self._waiter.notify_all()
+
+    def _on_batch_completed(self, time_ms: int) -> None:
+        self._generator.on_batch_completed(time_ms)
+
+    def _wait_for_batch(self, time_ms: int, timeout: float | None = 30.0) -> bool:
+        return self._scheduler.wait_for_batch(time_ms, timeout)
+
+    # -- the active context ---------------------------------------------------------------------------
+    @classmethod
+    def getActive(cls) -> "StreamingContext | None":
+        with cls._active_lock:
+            active = cls._active
+        return active if active is not None and active._state == "active" else None
+
+    @classmethod
+    def getOrCreate(cls, checkpointPath: str | None, setupFunc: Callable[[], "StreamingContext"]) -> "StreamingContext":
+        """Recreate the context from ``checkpointPath`` if it holds a checkpoint, else ``setupFunc()``."""
+        ssc = setupFunc()
+        if not isinstance(ssc, StreamingContext):
+            raise TypeError(f"setupFunc must return a StreamingContext, got {type(ssc).__name__}")
+        return ssc
+
+    @classmethod
+    def getActiveOrCreate(cls, checkpointPath: str | None,
+                          setupFunc: Callable[[], "StreamingContext"]) -> "StreamingContext":
+        active = cls.getActive()
+        if active is not None:
+            return active
+        return cls.getOrCreate(checkpointPath, setupFunc)
+
+
+def _params(func: Callable) -> list[str]:
+    import inspect
+    try:
+        return [p.name for p in inspect.signature(func).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return ["rdds"]

@@ -1,0 +1,63 @@
+"""Helpers for deterministic stream tests (Spark's TestSuiteBase, Bytewax's testing module).
+
+    ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+    out = collect(ssc.queueStream([[1, 2], [3]]).map(lambda x: x * 10))
+    ssc.start(); advance(ssc, 2)
+    assert out == [[10, 20], [30]]
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from driver.clock import ManualClock
+from dstream.context import Context
+from dstream.dstream import DStream
+from dstream.streaming import StreamingContext
+
+
+def collect(stream: DStream, sort: bool = False) -> list[list[Any]]:
+    """An output operation collecting each batch's records into the returned list (one list a batch)."""
+    out: list[list[Any]] = []
+
+    def sink(rdd: Any) -> None:
+        records = rdd.collect()
+        out.append(sorted(records, key=repr) if sort else records)
+
+    stream.foreachRDD(sink)
+    return out
+
+
+def collect_timed(stream: DStream) -> list[tuple[int, list[Any]]]:
+    """Like ``collect``, with each batch's time in ms."""
+    out: list[tuple[int, list[Any]]] = []
+    stream.foreachBatch(lambda rdd, t: out.append((t, rdd.collect())))
+    return out
+
+
+def advance(ssc: StreamingContext, batches: int = 1, timeout: float = 60.0) -> None:
+    """Move the context's ManualClock ``batches`` intervals on, waiting for each batch to finish."""
+    clock = ssc.clock
+    if not isinstance(clock, ManualClock):
+        raise TypeError("advance() needs a StreamingContext built with clock=ManualClock()")
+    for _ in range(batches):
+        clock.advance(ssc.batchDuration)
+        if not ssc._wait_for_batch(clock.now_ms(), timeout):
+            raise TimeoutError(f"batch {clock.now_ms()} ms did not finish within {timeout} s")
+
+
+def run_stream(ctx: Context, inputs: list[Iterable[Any]], operation: Callable[[DStream], DStream],
+               num_batches: int | None = None, batch_duration: float = 1.0, sort: bool = True) -> list[list[Any]]:
+    """Feed ``inputs`` (one list a batch) through ``operation`` and return each batch's output.
+
+    Runs ``num_batches`` batches (default: one per input) on a ManualClock, then stops the streaming
+    context but not ``ctx``. Outputs are sorted per batch unless ``sort=False``.
+    """
+    ssc = StreamingContext(ctx, batch_duration, clock=ManualClock())
+    out = collect(operation(ssc.queueStream([list(b) for b in inputs])), sort=sort)
+    ssc.start()
+    try:
+        advance(ssc, len(inputs) if num_batches is None else num_batches)
+    finally:
+        ssc.stop(stopSparkContext=False)
+    ssc.awaitTerminationOrTimeout(0)
+    return out

@@ -1,0 +1,41 @@
+"""Shared fixtures: one thread-pool and one process-pool Context for the whole session."""
+from __future__ import annotations
+
+import pytest
+
+from dstream import Context, ManualClock, StreamingContext
+
+
+@pytest.fixture(scope="session")
+def ctx():
+    """A thread-pool Context (fast to start; most operator tests run on it)."""
+    c = Context("threads[2]")
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def pctx():
+    """A process-pool Context with two worker processes (closures and data really cross processes)."""
+    c = Context("local[2]")
+    yield c
+    c.stop()
+
+
+@pytest.fixture(params=["threads", "processes"])
+def any_ctx(request, ctx, pctx):
+    """Each test runs on both executor kinds."""
+    return ctx if request.param == "threads" else pctx
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def ssc(ctx, clock):
+    """A StreamingContext with 1 s batches on a ManualClock; stopped (not its Context) after the test."""
+    s = StreamingContext(ctx, 1.0, clock=clock)
+    yield s
+    s.stop(stopSparkContext=False)
