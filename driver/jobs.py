@@ -17,6 +17,7 @@ from typing import Callable, Literal, Protocol
 from driver.clock import Clock
 from driver.events import EventLoop
 from driver.listener import BatchInfo, ListenerBus, OutputOperationInfo
+from executors.base import TaskError, format_exception
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,10 @@ class JobScheduler:
         with self._cond:
             if self._stopping != "no":
                 return
+            # Posted before the batch can start, so listeners see Submitted before Started.
+            self.bus.post("onBatchSubmitted", job_set.info)
             self._queue.append(job_set)
             self._cond.notify_all()
-        self.bus.post("onBatchSubmitted", job_set.info)
 
     def pending_times(self) -> list[int]:
         with self._cond:
@@ -174,8 +176,10 @@ class JobScheduler:
                 job.run()
             except BaseException as exc:  # noqa: BLE001 - report it; later jobs and batches still run
                 op.failure_reason = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                # A TaskError's text already holds the executor's traceback; else show the driver's.
+                detail = str(exc) if isinstance(exc, TaskError) else format_exception(exc).rstrip()
                 error = BatchError(f"batch {job.time_ms} ms, output operation {job.output_id} ({job.name}) "
-                                   f"failed: {exc}")
+                                   f"failed: {detail}")
                 error.__cause__ = exc
                 log.error("%s", error)
                 self.on_error(error)
@@ -238,7 +242,7 @@ class JobGenerator:
         try:
             jobs = self.graph.generate_jobs(time_ms)
         except BaseException as exc:  # noqa: BLE001
-            error = BatchError(f"generating the jobs of batch {time_ms} ms failed: {exc}")
+            error = BatchError(f"generating the jobs of batch {time_ms} ms failed: {format_exception(exc).rstrip()}")
             error.__cause__ = exc
             self.on_error(error)
             jobs = []

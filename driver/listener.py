@@ -4,6 +4,7 @@ Events are delivered on the bus's own thread, in order, so a slow listener never
 """
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -75,10 +76,10 @@ class BatchInfo:
         return self.processing_end_time - self.processing_start_time
 
     def totalDelay(self) -> int | None:
-        """Milliseconds from the batch time until its last output operation finished."""
+        """schedulingDelay + processingDelay: milliseconds from submission until the batch finished."""
         if self.processing_end_time is None:
             return None
-        return self.processing_end_time - self.batch_time
+        return self.processing_end_time - self.submission_time
 
     def numRecords(self) -> int:
         return self.num_records
@@ -128,13 +129,18 @@ class ListenerBus:
         with self._lock:
             self._listeners.append(listener)
 
+    def has_listeners(self) -> bool:
+        with self._lock:
+            return bool(self._listeners)
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="dstream-listener-bus", daemon=True)
             self._thread.start()
 
     def post(self, method: str, info: Any) -> None:
-        self._queue.put((method, _Event(info)))
+        """Queue an event; the info is copied now, so a listener sees it as it was when posted."""
+        self._queue.put((method, _Event(copy.deepcopy(info))))
 
     def stop(self) -> None:
         if self._thread is not None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from driver.dag import DAGScheduler
 from executors.base import Executor, get_backend
 from dstream import records
-from dstream.rdd import RDD, EmptyRDD, ParallelCollectionRDD, UnionRDD
+from dstream.rdd import RDD, EmptyRDD, ParallelCollectionRDD, UnionRDD, _check_partitions
 
 _MASTER = re.compile(r"^(local|threads)(?:\[(\*|\d+)\])?$")
 
@@ -122,9 +122,7 @@ class Context:
 
     def parallelize(self, data: Iterable[Any], numSlices: int | None = None) -> RDD:
         """An RDD of ``data`` cut into ``numSlices`` contiguous, even partitions (as Spark slices)."""
-        n = self.defaultParallelism if numSlices is None else numSlices
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"numSlices must be a positive integer, got {numSlices!r}")
+        n = self.defaultParallelism if numSlices is None else _check_partitions(numSlices, "numSlices")
         if isinstance(data, pa.Table):
             length = data.num_rows
             slices = [data.slice(i * length // n, (i + 1) * length // n - i * length // n) for i in range(n)]

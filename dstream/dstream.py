@@ -13,9 +13,11 @@ import operator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import cloudpickle
+import pyarrow as pa
 
 from dstream.durations import check_multiple, ms_to_datetime, time_to_ms, to_ms
-from dstream.rdd import RDD, _fn_name
+from dstream.rdd import RDD, PipelinedRDD, _fn_name
+from dstream.records import Partition
 
 if TYPE_CHECKING:
     from dstream.streaming import StreamingContext
@@ -31,6 +33,24 @@ def _arity(func: Callable) -> int:
         return 99
     return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
                and p.default is p.empty)
+
+
+def materialised(rdd: RDD) -> RDD:
+    """``rdd`` read back from its cached blocks (``RDD.truncated``), first computing any partition no job
+    has needed yet.
+
+    Streams built on their own past (state, incremental windows) read the previous batch's RDD. An output
+    such as ``pprint`` (``take``) may compute only some of its partitions; reading the rest through their
+    lineage would make the lineage, and the batches it keeps alive, grow with every batch.
+    """
+    if rdd.is_cached and not rdd.is_available():
+        rdd.count()
+    return rdd.truncated()
+
+
+def _count_partition(_: int, part: Partition) -> list[int]:
+    """A partition's number of records (without decoding an Arrow table)."""
+    return [part.num_rows if isinstance(part, pa.Table) else sum(1 for _ in part)]
 
 
 def _with_time(func: Callable, n_rdds: int) -> Callable:
@@ -58,6 +78,8 @@ class DStream:
         self.zero_ms: int | None = None
         #: how long generated RDDs are kept
         self.remember_ms: int | None = None
+        #: batches at or before this time have been forgotten (cleared after the remember duration)
+        self.forgotten_ms: int | None = None
         #: whether generated RDDs are cached
         self.must_cache = False
         #: data checkpoint interval (ms) when this stream's RDDs are checkpointed
@@ -117,9 +139,11 @@ class DStream:
     def clear_metadata(self, time_ms: int) -> None:
         """Forget RDDs older than the remember duration (and free their cached blocks)."""
         limit = time_ms - (self.remember_ms or self.slide_ms)
+        self.forgotten_ms = limit if self.forgotten_ms is None else max(self.forgotten_ms, limit)
         for t in [t for t in self.generated if t <= limit]:
             rdd = self.generated.pop(t)
-            if rdd is not None and rdd.is_cached:
+            # an RDD may serve several batches (queueStream's default): keep it while one still needs it
+            if rdd is not None and rdd.is_cached and not any(r is rdd for r in self.generated.values()):
                 rdd.unpersist()
         for parent in self.dependencies:
             parent.clear_metadata(time_ms)
@@ -136,6 +160,7 @@ class DStream:
         state = self.__dict__.copy()
         state["_ssc"] = None
         state["generated"] = {}
+        state["forgotten_ms"] = None
         return state
 
     def __repr__(self) -> str:
@@ -171,6 +196,11 @@ class DStream:
         out = []
         t = align(from_ms)
         end = align(to_ms_)
+        if self.forgotten_ms is not None and self.zero_ms < t <= self.forgotten_ms:
+            # Recomputing a forgotten batch would be wrong: an input stream would take new input for it.
+            raise ValueError(f"slice: begin ({ms_to_datetime(t)}) is a batch {self.name} has already forgotten "
+                             f"(it remembers {(self.remember_ms or self.slide_ms) / 1000:g} s); call "
+                             f"StreamingContext.remember(duration) before starting to keep batches longer")
         while t <= end:
             if t > self.zero_ms:
                 rdd = self.get_or_compute(t)
@@ -181,13 +211,17 @@ class DStream:
 
     # -- transformations ----------------------------------------------------------------------------
     def transform(self, func: Callable) -> "DStream":
-        """A stream of ``func(rdd)`` or ``func(time, rdd)`` for each batch."""
-        return TransformedDStream([self], _with_time(func, 1), f"transform({_fn_name(func)})")
+        """A stream of ``func(rdd)`` or ``func(time, rdd)`` (time a datetime) for each batch."""
+        f = _with_time(func, 1)
+        return TransformedDStream([self], lambda t, rdd: f(ms_to_datetime(t), rdd),
+                                  f"transform({_fn_name(func)})")
 
     def transformWith(self, func: Callable, other: "DStream", keepSerializer: bool = False) -> "DStream":
         """A stream of ``func(rdd_a, rdd_b)`` or ``func(time, rdd_a, rdd_b)``; both must share a slide."""
         self._check_same_slide(other, "transformWith")
-        return TransformedDStream([self, other], _with_time(func, 2), f"transformWith({_fn_name(func)})")
+        f = _with_time(func, 2)
+        return TransformedDStream([self, other], lambda t, a, b: f(ms_to_datetime(t), a, b),
+                                  f"transformWith({_fn_name(func)})")
 
     def _check_same_slide(self, other: "DStream", what: str) -> None:
         if self.slide_ms != other.slide_ms:
@@ -263,8 +297,12 @@ class DStream:
         return self.map(lambda x: (x, 1)).reduceByKey(operator.add)
 
     def count(self) -> "DStream":
-        """One record per batch: its number of records (0 for an empty batch)."""
-        return self._rdd_op("count", lambda rdd: rdd.ctx.parallelize([rdd.count()], 1))
+        """One record per batch: its number of records (0 for an empty batch), counted when the batch runs."""
+        def count_rdd(rdd: RDD) -> RDD:
+            counts = PipelinedRDD(rdd, _count_partition, False, "count")
+            return counts.union(rdd.ctx.parallelize([0], 1)).coalesce(1).mapPartitions(lambda it: [sum(it)])
+
+        return self._rdd_op("count", count_rdd)
 
     def union(self, other: "DStream") -> "DStream":
         self._check_same_slide(other, "union")
@@ -340,7 +378,10 @@ class DStream:
         return ReducedWindowedDStream(reduced, func, invFunc, window, slide, numPartitions, filterFunc)
 
     def slice(self, begin: Any, end: Any) -> list[RDD]:
-        """The RDDs from ``begin`` to ``end`` (both included): datetimes or unix timestamps."""
+        """The RDDs from ``begin`` to ``end`` (both included): datetimes or unix timestamps.
+
+        Only batches within the remember duration can be sliced; ``StreamingContext.remember`` extends it.
+        """
         return self.slice_ms(time_to_ms(begin, "begin"), time_to_ms(end, "end"))
 
     # -- state ----------------------------------------------------------------------------------------

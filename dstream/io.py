@@ -26,21 +26,38 @@ def join(url: str, *parts: str) -> str:
 
 
 def expand_paths(name: str) -> list[str]:
-    """Files named by ``name``: comma-separated URLs, each a file, a directory (its files) or a glob."""
+    """Files named by ``name``: comma-separated URLs, each a file, a directory (its files) or a glob.
+
+    As Hadoop's input formats do, names starting with ``_`` or ``.`` (``_SUCCESS``, ``_temporary/``,
+    ``.crc``) are skipped, and a glob that matches nothing is an error naming it.
+    """
     out: list[str] = []
     for url in name.split(","):
         fs, path = url_to_fs(url)
         protocol = url.split("://")[0] + "://" if "://" in url else ""
         if any(c in path for c in "*?["):
-            found = sorted(fs.glob(path))
-        elif fs.isdir(path):
-            found = sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith(("_", ".")))
+            matches = [p for p in sorted(fs.glob(path)) if not _hidden(posixpath.basename(p.rstrip("/")))]
+            if not matches:
+                raise FileNotFoundError(f"textFile: the pattern {url} matches no files")
         elif fs.exists(path):
-            found = [path]
+            matches = [path]
         else:
             raise FileNotFoundError(f"textFile: no such file or directory: {url}")
-        out += [_with_protocol(fs, protocol, p) for p in found]
+        for match in matches:
+            found = _files_under(fs, match) if fs.isdir(match) else [match]
+            out += [_with_protocol(fs, protocol, p) for p in found]
     return out
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+def _files_under(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:
+    """The files below ``directory``, leaving out hidden names and everything under hidden directories."""
+    root = directory.rstrip("/")
+    return sorted(p for p in fs.find(root)
+                  if not any(_hidden(part) for part in posixpath.relpath(p, root).split("/")))
 
 
 def _with_protocol(fs: fsspec.AbstractFileSystem, protocol: str, path: str) -> str:

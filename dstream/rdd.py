@@ -14,6 +14,7 @@ import heapq
 import itertools
 import operator
 import random
+import re
 import weakref
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -24,14 +25,16 @@ from driver.dag import NarrowDependency, ShuffleDependency
 from executors.base import TaskContext
 from dstream import records
 from dstream.records import Partition, as_rows, as_table, to_table
-from dstream.shuffle import (Aggregator, _identity, merge_combiners, portable_hash, read_bucket, reducer,
-                             write_map_output)
+from dstream.shuffle import (Aggregator, _identity, count_values, merge_combiners, portable_hash, read_bucket,
+                             reducer, write_map_output)
 
 if TYPE_CHECKING:
     from dstream.context import Context
 
 
 def _fn_name(f: Callable) -> str:
+    if isinstance(f, functools.partial):
+        return f"partial({_fn_name(f.func)})"
     name = getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or repr(f)
     module = getattr(f, "__module__", None)
     code = getattr(f, "__code__", None)
@@ -92,21 +95,31 @@ class RDD:
         return type(self).__name__
 
     def toDebugString(self) -> str:
-        """The lineage, one RDD a line, indented at shuffle boundaries (as Spark prints it)."""
+        """The lineage, one RDD a line; each shuffle boundary starts a ``+-`` branch indented one step
+        further (the layout of Spark's ``RDD.toDebugString``)."""
         lines: list[str] = []
 
-        def walk(rdd: RDD, depth: int, prefix: str) -> None:
-            cached = " [cached]" if rdd.is_cached else ""
-            lines.append(f"{'  ' * depth}{prefix}({rdd.num_partitions}) {rdd._describe()}[{rdd.id}]{cached}")
-            for dep in rdd.dependencies:
-                if dep.rdd is None:
-                    continue
-                if isinstance(dep, ShuffleDependency):
-                    walk(dep.rdd, depth + 1, "+-")
-                else:
-                    walk(dep.rdd, depth, " |  " if depth or prefix else "|  ")
+        def describe(rdd: RDD) -> str:
+            return f"{rdd._describe()}[{rdd.id}]" + (" [cached]" if rdd.is_cached else "")
 
-        walk(self, 0, "")
+        def children(rdd: RDD, prefix: str) -> None:
+            deps = [d for d in rdd.dependencies if d.rdd is not None]
+            for i, dep in enumerate(deps):
+                visit(dep.rdd, prefix, isinstance(dep, ShuffleDependency), i == len(deps) - 1)
+
+        def visit(rdd: RDD, prefix: str, shuffle: bool, last: bool) -> None:
+            if not shuffle:
+                lines.append(prefix + describe(rdd))
+                children(rdd, prefix)
+                return
+            parts = f"({rdd.num_partitions})"
+            this_prefix = re.sub(r"\|\s+$", "", prefix)
+            lines.append(f"{this_prefix}+-{parts} {describe(rdd)}")
+            children(rdd, this_prefix + ("  " if last else "| ") + _bar(parts))
+
+        parts = f"({self.num_partitions})"
+        lines.append(f"{parts} {describe(self)}")
+        children(self, _bar(parts))
         return "\n".join(lines)
 
     #: attributes that only make sense on the driver; dropped when an RDD is shipped to an executor
@@ -178,23 +191,43 @@ class RDD:
         return self._checkpoint_rdd.directory if self._checkpoint_rdd is not None else None
 
     def _after_action(self) -> None:
-        if self._checkpoint_dir is not None and self._checkpoint_rdd is None:
-            from dstream.io import write_rdd_checkpoint
-            checkpoint = write_rdd_checkpoint(self, self._checkpoint_dir)
-            self._checkpoint_rdd = checkpoint
-            self.dependencies = [NarrowDependency(checkpoint)]
+        """Write the checkpoints an action marked: this RDD's, else the nearest marked ancestors' (Spark's
+        ``doCheckpoint``)."""
+        pending: list[RDD] = []
+        seen: set[int] = set()
+
+        def find(rdd: RDD) -> None:
+            if rdd.id in seen:
+                return
+            seen.add(rdd.id)
+            if rdd._checkpoint_dir is not None:
+                if rdd._checkpoint_rdd is None:
+                    pending.append(rdd)
+                return
+            for dep in rdd.dependencies:
+                if isinstance(dep.rdd, RDD):
+                    find(dep.rdd)
+
+        find(self)
+        from dstream.io import write_rdd_checkpoint
+        for rdd in pending:
+            checkpoint = write_rdd_checkpoint(rdd, rdd._checkpoint_dir)
+            rdd._checkpoint_rdd = checkpoint
+            rdd.dependencies = [NarrowDependency(checkpoint)]
 
     # -- narrow transformations ---------------------------------------------------------------------
     def mapPartitionsWithIndex(self, f: Callable[[int, Iterable[Any]], Iterable[Any]],
                                preservesPartitioning: bool = False) -> "RDD":
         """Apply ``f(index, records)`` to each partition."""
-        return PipelinedRDD(self, lambda i, part: f(i, as_rows(part)), preservesPartitioning,
-                            f"mapPartitionsWithIndex({_fn_name(f)})")
+        name = f"mapPartitionsWithIndex({_fn_name(f)})"
+        return PipelinedRDD(self, lambda i, part: _iterable(f(i, as_rows(part)), name), preservesPartitioning,
+                            name)
 
     def mapPartitions(self, f: Callable[[Iterable[Any]], Iterable[Any]],
                       preservesPartitioning: bool = False) -> "RDD":
-        return PipelinedRDD(self, lambda _, part: f(as_rows(part)), preservesPartitioning,
-                            f"mapPartitions({_fn_name(f)})")
+        name = f"mapPartitions({_fn_name(f)})"
+        return PipelinedRDD(self, lambda _, part: _iterable(f(as_rows(part)), name), preservesPartitioning,
+                            name)
 
     def map(self, f: Callable[[Any], Any], preservesPartitioning: bool = False) -> "RDD":
         return PipelinedRDD(self, lambda _, part: map(f, as_rows(part)), preservesPartitioning,
@@ -233,8 +266,9 @@ class RDD:
     def mapInArrow(self, f: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]) -> "RDD":
         """Apply ``f`` to each partition's record batches; ``f`` yields record batches."""
         name = _fn_name(f)
+        op = f"mapInArrow({name})"
         return PipelinedRDD(self, lambda _, part: records.from_batches(
-            f(records.batches_of(as_table(part))), name), False, f"mapInArrow({name})")
+            _iterable(f(records.batches_of(as_table(part))), op), name), False, op)
 
     def mapInPandas(self, f: Callable[[Iterator[Any]], Iterator[Any]]) -> "RDD":
         """Apply ``f`` to each partition as pandas DataFrames; ``f`` yields DataFrames."""
@@ -244,7 +278,7 @@ class RDD:
             frames = (records_to_pandas(pa.Table.from_batches([b])) for b in
                       records.batches_of(as_table(part)))
             out = []
-            for df in f(frames):
+            for df in _iterable(f(frames), f"mapInPandas({name})"):
                 if not hasattr(df, "columns"):
                     raise TypeError(f"{name} must yield pandas DataFrames, got {type(df).__name__}")
                 out.append(pa.Table.from_pandas(df, preserve_index=False))
@@ -375,7 +409,8 @@ class RDD:
 
     def groupWith(self, other: "RDD", *others: "RDD", numPartitions: int | None = None) -> "RDD":
         rdds = [self, other, *others]
-        n = self._default_partitions(numPartitions) if numPartitions else max(r.num_partitions for r in rdds)
+        n = (max(r.num_partitions for r in rdds) if numPartitions is None
+             else _check_partitions(numPartitions, "numPartitions"))
         tagged = [r.mapValues(functools.partial(_tag, i)) for i, r in enumerate(rdds)]
         width = len(rdds)
         return (UnionRDD(self.ctx, tagged).groupByKey(n)
@@ -532,11 +567,12 @@ class RDD:
         self.mapPartitions(part).count()
 
     def countByKey(self) -> dict:
-        return self.map(lambda kv: kv[0]).countByValue()
+        return self.keys().countByValue()
 
     def countByValue(self) -> dict:
         """How often each record occurs, as a dict (Arrow counts typed columns)."""
-        counts = self.map(lambda x: (x, 1)).reduceByKey(operator.add).collect()
+        per_partition = PipelinedRDD(self, lambda _, part: count_values(part), False, "countByValue")
+        counts = per_partition.reduceByKey(operator.add).collect()
         out: dict = defaultdict(int)
         for k, c in counts:
             out[k] += c
@@ -565,6 +601,20 @@ def _check_partitions(n: Any, name: str) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{name} must be a positive integer, got {n!r}")
     return n
+
+
+def _iterable(result: Any, name: str) -> Any:
+    """``result`` when it can be iterated, else a TypeError naming the user function that returned it."""
+    if not hasattr(result, "__iter__"):
+        raise TypeError(f"{name} must return an iterable (a generator or a list), "
+                        f"got {type(result).__name__}")
+    return result
+
+
+def _bar(partitions: str) -> str:
+    """The ``|`` continuing a stage below its ``(n)`` header, as Spark aligns it."""
+    offset = (len(partitions) - 1) // 2
+    return " " * offset + "|" + " " * (len(partitions) - offset)
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -604,13 +654,13 @@ def _untag(width: int, tagged: list) -> tuple:
 def _keys_of(_: int, part: Partition) -> Iterable[Any]:
     if isinstance(part, pa.Table) and records.is_pair_table(part):
         return part.select(["key"]).rename_columns(["value"])
-    return (kv[0] for kv in part)
+    return (kv[0] for kv in as_rows(part))
 
 
 def _values_of(_: int, part: Partition) -> Iterable[Any]:
     if isinstance(part, pa.Table) and records.is_pair_table(part):
         return part.select(["value"])
-    return (kv[1] for kv in part)
+    return (kv[1] for kv in as_rows(part))
 
 
 def records_to_pandas(table: pa.Table) -> Any:

@@ -43,8 +43,8 @@ def encode_column(values: list, name: str) -> tuple[pa.Field, pa.Array]:
         if arrow_type is not None:
             try:
                 return pa.field(name, arrow_type), pa.array(values, arrow_type)
-            except (OverflowError, pa.ArrowException):
-                pass  # ints beyond 64 bits: keep them exact as pickles
+            except (OverflowError, UnicodeEncodeError, pa.ArrowException):
+                pass  # ints beyond 64 bits, str with lone surrogates: keep them exact as pickles
     elif not kinds:
         return pa.field(name, pa.null()), pa.nulls(len(values))
     dumps = cloudpickle.dumps

@@ -55,7 +55,10 @@ def bucket_ids(keys: pa.ChunkedArray, field: pa.Field, n: int) -> np.ndarray:
     if n == 1:
         return np.zeros(len(keys), dtype=np.int64)
     if pa.types.is_integer(field.type):
-        return np.mod(pc.fill_null(keys, 0).to_numpy().astype(np.int64, copy=False), n)
+        values = pc.fill_null(keys, 0).to_numpy()
+        if values.dtype != np.uint64:  # uint64 above 2**63 would wrap as int64
+            values = values.astype(np.int64, copy=False)
+        return np.mod(values, n).astype(np.int64, copy=False)
     if not is_pickled(field) and any(check(field.type) for check in _HASHABLE_TYPES):
         encoded = pc.dictionary_encode(keys).combine_chunks()
         per_value = np.fromiter((portable_hash(v) % n for v in encoded.dictionary.to_pylist()),
@@ -101,28 +104,67 @@ def _identity(x: Any) -> Any:
     return x
 
 
-_NUMERIC = (pa.types.is_integer, pa.types.is_floating)
+_INT64_MAX = 2 ** 63 - 1
 
 
 def _arrow_applicable(table: pa.Table, op: str | None) -> bool:
+    """True when Arrow's group-by gives exactly what the Python function would on these rows."""
     if op is None or not is_pair_table(table) or table.num_rows == 0:
         return False
     kf, vf = table.schema.field("key"), table.schema.field("value")
     if is_pickled(kf) or is_pickled(vf) or pa.types.is_null(kf.type) or pa.types.is_nested(kf.type):
         return False
+    if pa.types.is_floating(kf.type):
+        return False  # Python makes 0.0 and -0.0 one key and each NaN its own; Arrow does neither
+    values = table.column("value")
+    if values.null_count:
+        return False  # Python's func(None, x) raises; Arrow would skip the nulls
     if pa.types.is_integer(vf.type):
-        return vf.type == pa.int64()
+        return vf.type == pa.int64() and (op != "sum" or _sum_fits_int64(values))
     if pa.types.is_floating(vf.type):
-        return True
+        return _floats_exact(values, op)
     if op in ("min", "max") and (pa.types.is_string(vf.type) or pa.types.is_large_string(vf.type)):
         return True
     return False
+
+
+def _sum_fits_int64(values: pa.ChunkedArray) -> bool:
+    """No group's sum can overflow int64 (Arrow's sum wraps silently; Python's ints do not)."""
+    try:
+        largest = pc.max(pc.abs_checked(values)).as_py()
+    except pa.ArrowInvalid:  # abs(-2**63) overflows
+        return False
+    return largest * len(values) <= _INT64_MAX
+
+
+def _floats_exact(values: pa.ChunkedArray, op: str) -> bool:
+    """Arrow sums -0.0 from a +0.0 start and skips NaN in min/max; Python keeps both as it meets them."""
+    a = values.to_numpy()
+    if (np.signbit(a) & (a == 0)).any():
+        return False
+    return op == "sum" or not np.isnan(a).any()
 
 
 def arrow_combine(table: pa.Table, op: str) -> pa.Table:
     """Reduce values per key with an Arrow hash group-by."""
     out = table.group_by("key", use_threads=False).aggregate([("value", op)])
     return pa.table({"key": out.column("key"), "value": out.column(f"value_{op}")})
+
+
+def count_values(part: Partition) -> Partition:
+    """``(record, count)`` pairs of one partition: an Arrow group-by for a typed column, else a dict."""
+    if isinstance(part, pa.Table) and part.num_columns == 1 and part.num_rows:
+        t = part.schema.field(0).type
+        if not (is_pickled(part.schema.field(0)) or pa.types.is_null(t) or pa.types.is_nested(t)
+                or pa.types.is_floating(t)):  # float records: Python's 0.0 == -0.0 and NaN != NaN
+            out = part.rename_columns(["value"]).group_by("value", use_threads=False).aggregate(
+                [([], "count_all")])
+            return pa.table({"key": out.column("value"), "value": out.column("count_all")})
+    counts: dict = {}
+    get = counts.get
+    for x in as_rows(part):
+        counts[x] = get(x, 0) + 1
+    return list(counts.items())
 
 
 _MISSING = object()

@@ -21,26 +21,29 @@ Format = Literal["text", "parquet"]
 SUCCESS = "_SUCCESS"
 
 
-def _text_of(part: Any) -> str:
+def _text_of(part: Any) -> bytes:
+    """One line per record: ``str(record)`` in UTF-8, bytes written as they are (as PySpark does)."""
     if isinstance(part, pa.Table) and part.num_columns == 1 and pa.types.is_string(part.schema.field(0).type) \
             and part.column(0).null_count == 0:
-        lines = part.column(0).to_pylist()
-    else:
-        lines = [x if isinstance(x, str) else str(x) for x in as_rows(part)]
-    return "".join(line + "\n" for line in lines)
+        return "".join(line + "\n" for line in part.column(0).to_pylist()).encode("utf-8")
+    return b"".join((x if isinstance(x, bytes) else str(x).encode("utf-8")) + b"\n" for x in as_rows(part))
 
 
 def _write_part(rdd: RDD, tmp_url: str, fmt: Format, split: int, tc: TaskContext) -> str | None:
+    """Write one partition; None for an empty Parquet partition, whose column types are unknown."""
     part = rdd.iterator(split, tc)
+    if fmt == "parquet":
+        part = as_table(part)
+        if part.num_rows == 0:
+            return None  # a null-typed file would make the batch's files unreadable as one dataset
     fs, tmp = url_to_fs(tmp_url)
     fs.makedirs(tmp, exist_ok=True)
     name = f"part-{split:05d}" + (".parquet" if fmt == "parquet" else "")
-    if fmt == "parquet":
-        with fs.open(posixpath.join(tmp, name), "wb") as f:
-            pq.write_table(as_table(part), f)
-    else:
-        with fs.open(posixpath.join(tmp, name), "wb") as f:
-            f.write(_text_of(part).encode("utf-8"))
+    with fs.open(posixpath.join(tmp, name), "wb") as f:
+        if fmt == "parquet":
+            pq.write_table(part, f)
+        else:
+            f.write(_text_of(part))
     return name
 
 
@@ -57,16 +60,19 @@ def commit_rdd(rdd: RDD, url: str, fmt: Format, if_exists: Literal["error", "ski
             return False
         raise FileExistsError(f"output directory {url} already exists")
     if fs.exists(path):
-        if if_exists == "error" and fs.ls(path):
+        if if_exists == "error":  # as Hadoop's FileOutputFormat: even an empty directory is refused
             raise FileExistsError(f"output directory {url} already exists")
         fs.rm(path, recursive=True)  # leftovers of an attempt that never committed
     tmp_url = join(url, "_temporary", uuid.uuid4().hex[:12])
     names = rdd.ctx.run_job(rdd, functools.partial(_write_part, rdd, tmp_url, fmt),
                             description=f"save {fmt} {url}")
     _, tmp = url_to_fs(tmp_url)
+    fs.makedirs(path, exist_ok=True)
     for name in names:
-        fs.mv(posixpath.join(tmp, name), posixpath.join(path, name))
-    fs.rm(posixpath.join(path, "_temporary"), recursive=True)
+        if name is not None:
+            fs.mv(posixpath.join(tmp, name), posixpath.join(path, name))
+    if fs.exists(posixpath.join(path, "_temporary")):
+        fs.rm(posixpath.join(path, "_temporary"), recursive=True)
     fs.pipe_file(posixpath.join(path, SUCCESS), b"")
     return True
 

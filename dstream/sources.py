@@ -79,10 +79,20 @@ class FileInputDStream(InputDStream):
     Files must appear atomically (written elsewhere, then renamed in). Names starting with ``.`` or
     ``_`` and ending in ``.tmp`` or ``._COPYING_`` are ignored. With ``newFilesOnly`` (the default),
     files already there when the stream starts are ignored, as in Spark.
+
+    ``memory://`` directories work only with the thread executor (``threads[N]``): the files live in
+    the driver process's memory, which executor processes cannot see.
     """
 
     def __init__(self, ssc: "StreamingContext", directory: str, kind: str, record_length: int = 0,
                  new_files_only: bool = True) -> None:
+        if not isinstance(directory, str) or not directory:
+            raise ValueError(f"{kind}: directory must be a path or URL string, got {directory!r}")
+        if directory.startswith("memory://"):
+            from executors.threads import ThreadExecutor
+            if not isinstance(ssc.sparkContext.executor, ThreadExecutor):
+                raise ValueError(f"{kind}({directory}): memory:// directories need the thread executor "
+                                 f"(Context('threads[N]')); executor processes cannot see the driver's memory")
         super().__init__(ssc, f"{kind}({directory})")
         self.directory = directory
         self.kind = kind
@@ -94,20 +104,21 @@ class FileInputDStream(InputDStream):
     def __getstate__(self) -> dict:
         return super().__getstate__()
 
-    def _list(self) -> list[str]:
+    def _list(self) -> dict[str, int]:
+        """The directory's visible files (URLs in the directory's form) and their sizes."""
         fs, path = url_to_fs(self.directory)
         try:
             entries = fs.ls(path, detail=True)
         except FileNotFoundError:
-            return []
-        out = []
+            return {}
+        protocol = "://" in self.directory
+        out = {}
         for e in entries:
             name = posixpath.basename(e["name"].rstrip("/"))
             if e.get("type") == "directory" or name.startswith((".", "_")) or name.endswith((".tmp", "._COPYING_")):
                 continue
-            out.append(e["name"])
-        protocol = self.directory.split("://")[0] + "://" if "://" in self.directory else ""
-        return sorted(fs.unstrip_protocol(p) if protocol else p for p in out)
+            out[fs.unstrip_protocol(e["name"]) if protocol else e["name"]] = e.get("size") or 0
+        return dict(sorted(out.items()))
 
     def start(self) -> None:
         if self.new_files_only:
@@ -119,13 +130,35 @@ class FileInputDStream(InputDStream):
         # Forget files that are gone so the set stays as small as the directory.
         self.seen = self.seen.intersection(listed) | set(new)
         ctx = self._ssc.sparkContext
+        if self.kind == "binaryRecordsStream":
+            self.records_per_batch[time_ms] = sum(listed[f] // self.record_length for f in new)
+        elif self._ssc._bus.has_listeners():  # counting reads the files once more, on the driver
+            self.records_per_batch[time_ms] = sum(_count_lines(f) for f in new)
         if not new:
-            self.records_per_batch[time_ms] = 0
             return ctx.emptyRDD()
         if self.kind == "binaryRecordsStream":
             return BinaryRecordsRDD(ctx, new, self.record_length)
         from dstream.io import TextFileRDD
         return TextFileRDD(ctx, new, 1, "utf-8")
+
+
+def _count_lines(url: str) -> int:
+    """Lines of a file as ``io.split_lines`` cuts them (\\n, \\r\\n or \\r), counted on the raw bytes.
+
+    For BatchInfo.numRecords only: a file that cannot be read counts 0 (its task reports the error).
+    """
+    import fsspec
+    n, last = 0, b""
+    try:
+        with fsspec.open(url, "rb") as f:
+            while chunk := f.read(1 << 20):
+                n += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+                if last == b"\r" and chunk[:1] == b"\n":
+                    n -= 1  # a \r\n split across two chunks
+                last = chunk[-1:]
+    except Exception:  # noqa: BLE001 - informational only; never fail the batch here
+        return 0
+    return n + (1 if last not in (b"", b"\n", b"\r") else 0)
 
 
 class BinaryRecordsRDD(RDD):
@@ -178,6 +211,11 @@ class SocketInputDStream(InputDStream):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def buffered(self) -> int:
+        """Lines received and not yet taken by a batch."""
+        with self._lock:
+            return len(self._lines)
 
     def _receive(self) -> None:
         clock = self._ssc._clock

@@ -1,14 +1,14 @@
 """Stateful streams: updateStateByKey and mapWithState.
 
 Each batch's state RDD is built from the previous batch's state and the batch's new records. State RDDs
-are cached, and the next batch reads the previous state from its cached blocks (``RDD.truncated``), so
-lineage does not grow with the stream; data checkpoints cut it on disk.
+are cached, and the next batch reads the previous state from its cached blocks (``materialised``, which
+uses ``RDD.truncated``), so lineage does not grow with the stream; data checkpoints cut it on disk.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from dstream.dstream import DStream
+from dstream.dstream import DStream, materialised
 from dstream.rdd import RDD, _fn_name
 
 
@@ -46,7 +46,7 @@ class StateDStream(DStream):
         if previous is None:
             grouped = new.groupByKey(n).mapValues(lambda vs: (vs, None))
         else:
-            grouped = previous.truncated().cogroup(new, n).mapValues(
+            grouped = materialised(previous).cogroup(new, n).mapValues(
                 lambda sv: (sv[1], sv[0][0] if sv[0] else None))
         return grouped.mapValues(lambda vs_s: update(vs_s[0], vs_s[1])).filter(lambda kv: kv[1] is not None)
 
@@ -86,7 +86,7 @@ class State:
             raise RuntimeError("State.remove(): a state that is timing out is removed anyway")
         if self._removed:
             raise RuntimeError("State.remove(): the state has already been removed")
-        self._value, self._exists, self._removed = None, False, True
+        self._value, self._exists, self._removed, self._updated = None, False, True, False
 
     def isTimingOut(self) -> bool:
         return self._timing_out
@@ -167,7 +167,7 @@ class _MapWithStateInternal(DStream):
         ctx = self._ssc.sparkContext
         if time_ms - self.slide_ms > self.zero_ms:
             previous = self.get_or_compute(time_ms - self.slide_ms)
-            states = None if previous is None else previous.truncated().filter(
+            states = None if previous is None else materialised(previous).filter(
                 lambda kv: kv[1][1] is not None).mapValues(lambda s: (s[0], s[1]))
         else:
             states = None if self._initial is None else self._initial.mapValues(lambda v: (v, time_ms))

@@ -12,7 +12,7 @@ from driver.jobs import Job, JobGenerator, JobScheduler
 from driver.listener import ListenerBus, StreamingListener
 from dstream.context import Context
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream, _with_time
-from dstream.durations import to_ms
+from dstream.durations import ms_to_datetime, to_ms
 from dstream.rdd import RDD, _fn_name
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,18 @@ class DStreamGraph:
         if not self.outputs:
             raise ValueError("No output operations registered, so nothing to execute: "
                              "add foreachRDD, pprint, saveAsTextFiles or another output operation")
+        checkpointing = self.ssc._checkpoint_dir is not None
         for stream in self.all_streams():
+            if isinstance(stream, ForEachDStream) and not checkpointing:
+                continue  # output functions run on the driver: pickled only into checkpoints
             for what, func in stream.user_functions():
                 try:
                     cloudpickle.dumps(func)
                 except Exception as exc:  # noqa: BLE001
                     raise SerializationError(
                         f"cannot serialise the function {what} ({_fn_name(getattr(func, 'user_func', func))}); "
-                        f"functions are pickled to run on executors, so they must not capture locks, "
-                        f"sockets, open files or the StreamingContext: {exc}") from exc
+                        f"functions are pickled to run on executors (and into checkpoints), so they must "
+                        f"not capture locks, sockets, open files or the StreamingContext: {exc}") from exc
 
     # -- the driver's StreamGraph protocol -------------------------------------------------------------
     def start(self, zero_ms: int) -> None:
@@ -163,12 +166,16 @@ class StreamingContext:
         return QueueInputDStream(self, rdds, oneAtATime, default)
 
     def textFileStream(self, directory: str) -> DStream:
-        """Lines of the new text files in ``directory`` (any fsspec URL)."""
+        """Lines of the new text files in ``directory`` (a local path or any fsspec URL).
+
+        A file counts once, in the batch in which it appears; move files in atomically (rename).
+        ``memory://`` works only with the thread executor, whose tasks share the driver's memory.
+        """
         from dstream.sources import FileInputDStream
         return FileInputDStream(self, directory, "textFileStream")
 
     def binaryRecordsStream(self, directory: str, recordLength: int) -> DStream:
-        """Fixed-length byte records of the new files in ``directory``."""
+        """Fixed-length byte records of the new files in ``directory`` (as ``textFileStream``)."""
         if not isinstance(recordLength, int) or recordLength < 1:
             raise ValueError(f"recordLength must be a positive integer, got {recordLength!r}")
         from dstream.sources import FileInputDStream
@@ -195,7 +202,7 @@ class StreamingContext:
         for d in dstreams[1:]:
             dstreams[0]._check_same_slide(d, "transform")
         takes_time = len([p for p in _params(transformFunc)]) >= 2
-        func = (lambda t, *rdds: transformFunc(t, list(rdds))) if takes_time else \
+        func = (lambda t, *rdds: transformFunc(ms_to_datetime(t), list(rdds))) if takes_time else \
             (lambda t, *rdds: transformFunc(list(rdds)))
         return TransformedDStream(list(dstreams), func, f"transform({_fn_name(transformFunc)})")
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 from driver.clock import ManualClock
 from dstream.context import Context
 from dstream.dstream import DStream
+from dstream.rdd import RDD
 from dstream.streaming import StreamingContext
 
 
@@ -47,13 +48,14 @@ def advance(ssc: StreamingContext, batches: int = 1, timeout: float = 60.0) -> N
 
 def run_stream(ctx: Context, inputs: list[Iterable[Any]], operation: Callable[[DStream], DStream],
                num_batches: int | None = None, batch_duration: float = 1.0, sort: bool = True) -> list[list[Any]]:
-    """Feed ``inputs`` (one list a batch) through ``operation`` and return each batch's output.
+    """Feed ``inputs`` (one list or RDD a batch) through ``operation`` and return each batch's output.
 
     Runs ``num_batches`` batches (default: one per input) on a ManualClock, then stops the streaming
     context but not ``ctx``. Outputs are sorted per batch unless ``sort=False``.
     """
     ssc = StreamingContext(ctx, batch_duration, clock=ManualClock())
-    out = collect(operation(ssc.queueStream([list(b) for b in inputs])), sort=sort)
+    batches = [b if isinstance(b, RDD) else list(b) for b in inputs]
+    out = collect(operation(ssc.queueStream(batches)), sort=sort)
     ssc.start()
     try:
         advance(ssc, len(inputs) if num_batches is None else num_batches)

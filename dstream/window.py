@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from dstream.dstream import DStream
+from dstream.dstream import DStream, materialised
 from dstream.rdd import RDD
 
 
@@ -87,7 +87,7 @@ class ReducedWindowedDStream(DStream):
         previous_end = end - self.slide_ms
         previous = self.get_or_compute(previous_end) if self.window_ms >= self.slide_ms * 5 else None
         if previous is not None:
-            previous = previous.truncated()
+            previous = materialised(previous)
             old = parent.slice_ms(previous_end - self.window_ms + parent.slide_ms, begin)
             acc = self._subtract(previous, ctx.union(old)) if old else previous
             new = parent.slice_ms(previous_end + parent.slide_ms, end)

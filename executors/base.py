@@ -65,8 +65,9 @@ def execute_task(task: Task, store: BlockStore) -> Any:
     except TaskError:
         raise
     except BaseException as exc:  # noqa: BLE001 - any user error becomes a task failure
+        remote_traceback = format_exception(exc)  # before _portable drops the traceback
         raise TaskError(task.description or f"task {task.partition_id}", _portable(exc),
-                        format_exception(exc)) from None
+                        remote_traceback) from None
 
 
 def _portable(exc: BaseException) -> BaseException:
