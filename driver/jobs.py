@@ -7,6 +7,7 @@ and the next job and batch still run. State changes only on the event loop.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import traceback
@@ -41,15 +42,27 @@ class JobSet:
     time_ms: int
     jobs: list[Job]
     info: BatchInfo
+    #: runs before the jobs (the graph materialises its stateful RDDs here)
+    prepare: Callable[[], None] | None = None
 
 
 class StreamGraph(Protocol):
     """What the driver needs of a stream graph (implemented by ``dstream``)."""
 
     def start(self, zero_time_ms: int) -> None: ...
+    def restart(self) -> None: ...
     def generate_jobs(self, time_ms: int) -> list[Job]: ...
+    def prepare_batch(self, time_ms: int) -> None: ...
     def num_records(self, time_ms: int) -> int: ...
     def clear_metadata(self, time_ms: int) -> None: ...
+    def prepare_replay(self, times_ms: list[int]) -> None: ...
+
+
+class Checkpointer(Protocol):
+    """Writes a metadata checkpoint of the graph (implemented with ``driver.checkpoint``)."""
+
+    def write(self, time_ms: int, pending_times: list[int], last_completed_ms: int | None,
+              batch_completed: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,14 @@ class ClearMetadata:
     time_ms: int
 
 
-Event = GenerateJobs | ClearMetadata
+@dataclass(frozen=True)
+class ReplayBatches:
+    """After a restart: the batch times to recompute, oldest first."""
+
+    times_ms: tuple[int, ...]
+
+
+Event = GenerateJobs | ClearMetadata | ReplayBatches
 
 
 class RecurringTimer:
@@ -168,6 +188,11 @@ class JobScheduler:
         info = job_set.info
         info.processing_start_time = self.clock.now_ms()
         self.bus.post("onBatchStarted", info)
+        if job_set.prepare is not None:
+            try:
+                job_set.prepare()
+            except BaseException as exc:  # noqa: BLE001 - the jobs below report what it breaks
+                log.warning("preparing batch %s ms failed: %s", job_set.time_ms, exc)
         for job in job_set.jobs:
             op = info.output_operations[job.output_id]
             op.start_time = self.clock.now_ms()
@@ -193,8 +218,10 @@ class JobGenerator:
     """Generates a job set per batch interval from the stream graph; the event loop owns its state."""
 
     def __init__(self, clock: Clock, interval_ms: int, graph: StreamGraph, scheduler: JobScheduler,
-                 on_error: Callable[[BaseException], None]) -> None:
+                 on_error: Callable[[BaseException], None], checkpointer: Checkpointer | None = None) -> None:
         self.clock = clock
+        #: writes the metadata checkpoint after each batch is generated and after it completes
+        self.checkpointer = checkpointer
         self.interval_ms = interval_ms
         self.graph = graph
         self.scheduler = scheduler
@@ -213,6 +240,21 @@ class JobGenerator:
         self.loop.start()
         self.timer.start(start)
         return zero
+
+    def restart(self, checkpoint_time_ms: int, pending_times: list[int]) -> list[int]:
+        """Resume from a checkpoint: replay its pending batches and every batch that fell due while the
+        driver was down, then go on with the timer. Returns the replayed batch times."""
+        self.last_generated_ms = checkpoint_time_ms
+        restart = (self.clock.now_ms() // self.interval_ms + 1) * self.interval_ms
+        down = range(checkpoint_time_ms + self.interval_ms, restart, self.interval_ms)
+        times = sorted(set(pending_times) | set(down))
+        self.graph.restart()
+        self.loop.start()
+        if times:
+            self.last_generated_ms = min(times) - self.interval_ms
+            self.loop.post(ReplayBatches(tuple(times)))
+        self.timer.start(restart)
+        return times
 
     def stop(self, graceful: bool) -> None:
         self.timer.stop()
@@ -233,6 +275,28 @@ class JobGenerator:
             self._generate(event.time_ms)
         elif isinstance(event, ClearMetadata):
             self.graph.clear_metadata(event.time_ms)
+            self._checkpoint(event.time_ms, batch_completed=True)
+        elif isinstance(event, ReplayBatches):
+            # Recompute the lost batches' independent work together, in parallel, then run them in order.
+            try:
+                self.graph.prepare_replay(list(event.times_ms))
+            except BaseException as exc:  # noqa: BLE001 - the batches themselves will report it
+                log.warning("parallel recomputation before replay failed: %s", exc)
+            for t in event.times_ms:
+                self._generate(t)
+
+    def _checkpoint(self, time_ms: int, batch_completed: bool) -> None:
+        if self.checkpointer is None:
+            return
+        pending = self.scheduler.pending_times()
+        if not batch_completed and time_ms not in pending:
+            pending.append(time_ms)
+        try:
+            self.checkpointer.write(time_ms, sorted(pending), self.scheduler.last_completed_ms, batch_completed)
+        except BaseException as exc:  # noqa: BLE001
+            error = BatchError(f"writing the checkpoint of batch {time_ms} ms failed: {exc}")
+            error.__cause__ = exc
+            self.on_error(error)
 
     def _generate(self, time_ms: int) -> None:
         if self.last_generated_ms is not None and time_ms <= self.last_generated_ms:
@@ -248,4 +312,6 @@ class JobGenerator:
             jobs = []
         info.num_records = self.graph.num_records(time_ms)
         info.output_operations = {j.output_id: OutputOperationInfo(time_ms, j.output_id, j.name) for j in jobs}
-        self.scheduler.submit(JobSet(time_ms, jobs, info))
+        # The batch's input is recorded durably before any of its jobs runs.
+        self._checkpoint(time_ms, batch_completed=False)
+        self.scheduler.submit(JobSet(time_ms, jobs, info, functools.partial(self.graph.prepare_batch, time_ms)))

@@ -36,15 +36,12 @@ def _arity(func: Callable) -> int:
 
 
 def materialised(rdd: RDD) -> RDD:
-    """``rdd`` read back from its cached blocks (``RDD.truncated``), first computing any partition no job
-    has needed yet.
+    """``rdd`` read back from its snapshot or cached blocks when it has them (``RDD.truncated``).
 
-    Streams built on their own past (state, incremental windows) read the previous batch's RDD. An output
-    such as ``pprint`` (``take``) may compute only some of its partitions; reading the rest through their
-    lineage would make the lineage, and the batches it keeps alive, grow with every batch.
+    Streams built on their own past (state, incremental windows) read the previous batch's RDD. The
+    graph materialises every stateful RDD in full at the start of its batch (``DStreamGraph.materialise``),
+    so by the time a batch reads the previous state it is cached and the lineage stays one batch deep.
     """
-    if rdd.is_cached and not rdd.is_available():
-        rdd.count()
     return rdd.truncated()
 
 
@@ -80,6 +77,8 @@ class DStream:
         self.remember_ms: int | None = None
         #: batches at or before this time have been forgotten (cleared after the remember duration)
         self.forgotten_ms: int | None = None
+        #: data snapshots of this stream's RDDs still remembered: batch time -> (directory, part files)
+        self.checkpoint_data: dict[int, tuple[str, list[str]]] = {}
         #: whether generated RDDs are cached
         self.must_cache = False
         #: data checkpoint interval (ms) when this stream's RDDs are checkpointed
@@ -147,6 +146,32 @@ class DStream:
                 rdd.unpersist()
         for parent in self.dependencies:
             parent.clear_metadata(time_ms)
+
+    def update_checkpoint_data(self) -> None:
+        """Record where the remembered RDDs' data snapshots are (after a batch completes)."""
+        from dstream.rdd import CheckpointRDD
+        data = {}
+        for t, rdd in self.generated.items():
+            cp = rdd if isinstance(rdd, CheckpointRDD) else getattr(rdd, "_checkpoint_rdd", None)
+            if cp is not None:
+                data[t] = (cp.directory, list(cp.paths))
+        if data or self.checkpoint_data:
+            # keep the newest snapshot known even when its batch has been forgotten
+            newest = max(self.checkpoint_data.items(), default=None)
+            self.checkpoint_data = data if data else ({newest[0]: newest[1]} if newest else {})
+
+    def attach(self, ssc: "StreamingContext") -> None:
+        """Bind a stream unpickled from a checkpoint to its new context, with its snapshots restored."""
+        self._ssc = ssc
+        self.generated = {}
+        self.forgotten_ms = None
+        self.restore_checkpoint_data(ssc.sparkContext)
+
+    def restore_checkpoint_data(self, ctx: Any) -> None:
+        """After a restart: the snapshotted RDDs become this stream's generated RDDs again."""
+        from dstream.rdd import CheckpointRDD
+        for t, (directory, paths) in sorted(self.checkpoint_data.items()):
+            self.generated[t] = CheckpointRDD(ctx, directory, paths)
 
     def user_functions(self) -> Iterator[tuple[str, Callable]]:
         """(description, function) of each user function this operator holds, for the pickling check."""

@@ -36,6 +36,10 @@ class InputDStream(DStream):
     def start(self) -> None:
         """Called when the context starts."""
 
+    def restart(self) -> None:
+        """Called when a context restored from a checkpoint starts."""
+        self.start()
+
     def stop(self) -> None:
         """Called when the context stops."""
 
@@ -52,9 +56,25 @@ class QueueInputDStream(InputDStream):
     def __init__(self, ssc: "StreamingContext", items: Iterable[Any], one_at_a_time: bool, default: Any) -> None:
         super().__init__(ssc, "queueStream")
         ctx = ssc.sparkContext
-        self.queue: deque[RDD] = deque(self._to_rdd(ctx, x) for x in items)
+        self.queue: deque[RDD | list] = deque(self._to_rdd(ctx, x) for x in items)
         self.one_at_a_time = one_at_a_time
         self.default = None if default is None else self._to_rdd(ctx, default)
+        #: the item each remembered batch took (recorded input, replayed after a restart)
+        self.batch_items: dict[int, RDD | list] = {}
+
+    def __getstate__(self) -> dict:
+        # A checkpoint keeps queued and taken items as records (Spark cannot checkpoint queueStream).
+        self.queue = deque(_records_of(x) for x in self.queue)
+        self.batch_items = {t: _records_of(x) for t, x in self.batch_items.items()}
+        if isinstance(self.default, RDD):
+            self.default = _records_of(self.default)
+        return super().__getstate__()
+
+    def clear_metadata(self, time_ms: int) -> None:
+        super().clear_metadata(time_ms)
+        limit = time_ms - (self.remember_ms or self.slide_ms)
+        for t in [t for t in self.batch_items if t <= limit]:
+            del self.batch_items[t]
 
     @staticmethod
     def _to_rdd(ctx: Any, item: Any) -> RDD:
@@ -62,15 +82,22 @@ class QueueInputDStream(InputDStream):
 
     def compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext
+        if time_ms in self.batch_items:
+            return self._to_rdd(ctx, self.batch_items[time_ms])
         if self.queue:
             if self.one_at_a_time:
-                rdd = self.queue.popleft()
+                rdd = self._to_rdd(ctx, self.queue.popleft())
             else:
-                rdd = ctx.union(list(self.queue))
+                rdd = ctx.union([self._to_rdd(ctx, x) for x in self.queue])
                 self.queue.clear()
+            self.batch_items[time_ms] = rdd
         else:
-            rdd = self.default if self.default is not None else ctx.emptyRDD()
+            rdd = self._to_rdd(ctx, self.default) if self.default is not None else ctx.emptyRDD()
         return rdd
+
+
+def _records_of(item: RDD | list) -> list:
+    return item.collect() if isinstance(item, RDD) else item
 
 
 class FileInputDStream(InputDStream):
@@ -100,6 +127,10 @@ class FileInputDStream(InputDStream):
         self.new_files_only = new_files_only
         #: files already taken
         self.seen: set[str] = set()
+        #: the files each remembered batch took (recorded input, replayed after a restart)
+        self.batch_files: dict[int, list[str]] = {}
+        #: the newest batch time that listed the directory
+        self.last_listed_ms: int | None = None
 
     def __getstate__(self) -> dict:
         return super().__getstate__()
@@ -124,12 +155,32 @@ class FileInputDStream(InputDStream):
         if self.new_files_only:
             self.seen = set(self._list())
 
+    def restart(self) -> None:
+        """After a restart the files taken before are known from the checkpoint: none is taken twice,
+        and files that arrived while the driver was down are new."""
+
+    def clear_metadata(self, time_ms: int) -> None:
+        super().clear_metadata(time_ms)
+        limit = time_ms - (self.remember_ms or self.slide_ms)
+        for t in [t for t in self.batch_files if t <= limit]:
+            del self.batch_files[t]
+
     def compute(self, time_ms: int) -> RDD | None:
-        listed = self._list()
-        new = [f for f in listed if f not in self.seen]
-        # Forget files that are gone so the set stays as small as the directory.
-        self.seen = self.seen.intersection(listed) | set(new)
         ctx = self._ssc.sparkContext
+        if time_ms in self.batch_files:
+            # a batch replayed after a restart takes exactly the files it took before
+            new = self.batch_files[time_ms]
+            listed = {f: 0 for f in new}
+        elif self.last_listed_ms is not None and time_ms <= self.last_listed_ms:
+            log.warning("%s: the input of batch %s ms is no longer recorded; it is empty", self.name, time_ms)
+            return ctx.emptyRDD()
+        else:
+            listed = self._list()
+            new = [f for f in listed if f not in self.seen]
+            # Forget files that are gone so the set stays as small as the directory.
+            self.seen = self.seen.intersection(listed) | set(new)
+            self.batch_files[time_ms] = new
+            self.last_listed_ms = time_ms
         if self.kind == "binaryRecordsStream":
             self.records_per_batch[time_ms] = sum(listed[f] // self.record_length for f in new)
         elif self._ssc._bus.has_listeners():  # counting reads the files once more, on the driver

@@ -33,6 +33,17 @@ class DStreamGraph:
         self.remember_ms: int | None = None
         self.zero_ms: int | None = None
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["ssc"] = None
+        return state
+
+    def attach(self, ssc: "StreamingContext") -> None:
+        """Bind a graph restored from a checkpoint to its new StreamingContext."""
+        self.ssc = ssc
+        for stream in self.all_streams() + [s for s in self.inputs]:
+            stream.attach(ssc)
+
     def add_input(self, stream: Any) -> None:
         self.inputs.append(stream)
 
@@ -77,7 +88,59 @@ class DStreamGraph:
         for inp in self.inputs:
             inp.start()
 
+    def restart(self) -> None:
+        for inp in self.inputs:
+            inp.restart()
+
+    def stateful_streams(self) -> list[DStream]:
+        """Streams built on their own past, parents before children."""
+        def depth(s: DStream) -> int:
+            return 1 + max((depth(p) for p in s.dependencies), default=0)
+        return sorted((s for s in self.all_streams() if s.must_checkpoint), key=depth)
+
+    def prepare_batch(self, time_ms: int) -> None:
+        """Materialise every stateful RDD of the batch in full, before its outputs run.
+
+        Outputs may read only part of a state (``pprint``'s ``take``); the next batch reads the whole
+        previous state from the block store, which keeps the lineage one batch deep. A due data snapshot
+        is written here too.
+        """
+        from dstream.rdd import _count_task
+        for stream in self.stateful_streams():
+            rdd = stream.generated.get(time_ms)
+            if rdd is not None and (not rdd.is_available() or rdd._checkpoint_dir and not rdd.isCheckpointed()):
+                rdd._run(_count_task(rdd), f"materialise {stream.name}")
+
+    def prepare_replay(self, times_ms: list[int]) -> None:
+        """Before replaying lost batches: compute what each stateful stream reads from its parent, for
+        every batch since its last snapshot, in one job, so that independent batches run in parallel."""
+        from dstream.rdd import _count_task
+        if not times_ms:
+            return
+        last = max(times_ms)
+        rdds = []
+        for stream in self.stateful_streams():
+            snapshot = max(stream.checkpoint_data, default=stream.zero_ms)
+            parent = stream.dependencies[0]
+            for t in range(snapshot + stream.slide_ms, last + 1, stream.slide_ms):
+                rdd = parent.get_or_compute(t)
+                if rdd is not None and not rdd.is_available():
+                    rdds.append(rdd.cache())
+        if rdds:
+            ctx = self.ssc.sparkContext
+            ctx.scheduler.run_jobs([(rdd, _count_task(rdd)) for rdd in rdds], description="parallel recovery")
+
+    def update_checkpoint_data(self) -> None:
+        for stream in self.all_streams():
+            stream.update_checkpoint_data()
+
+    def data_checkpoint_dirs(self) -> set[str]:
+        return {d for s in self.all_streams() for d, _ in s.checkpoint_data.values()}
+
     def generate_jobs(self, time_ms: int) -> list[Job]:
+        # Every input takes its batch now, so the batch's input is fixed (and checkpointed) before it runs.
+        for inp in self.inputs:
+            inp.get_or_compute(time_ms)
         jobs = []
         for out in self.outputs:
             try:
@@ -136,6 +199,8 @@ class StreamingContext:
         self._stopped = False
         self._error: BaseException | None = None
         self._checkpoint_dir: str | None = None
+        #: the checkpoint this context was rebuilt from (getOrCreate), replayed at start()
+        self._restored_from: Any = None
         self._scheduler = JobScheduler(self._clock, self._bus, self._report_error, self._on_batch_completed)
         self._generator = JobGenerator(self._clock, self._interval_ms, self._graph, self._scheduler,
                                        self._report_error)
@@ -212,9 +277,12 @@ class StreamingContext:
         self._graph.remember_ms = to_ms(duration, "duration")
 
     def checkpoint(self, directory: str) -> None:
-        """Checkpoint to ``directory`` (an fsspec URL)."""
+        """Checkpoint to ``directory`` (an fsspec URL): metadata every batch, stateful streams' data
+        every checkpoint interval. Only the job's owner may be able to write there: restoring a
+        checkpoint unpickles (runs) the code stored in it."""
+        from dstream.recovery import data_dir
         self._checkpoint_dir = directory
-        self._ctx.setCheckpointDir(directory)
+        self._ctx.setCheckpointDir(data_dir(directory))
 
     def addStreamingListener(self, streamingListener: StreamingListener) -> None:
         self._bus.add(streamingListener)
@@ -228,6 +296,13 @@ class StreamingContext:
             if self._state == "stopped":
                 raise RuntimeError("StreamingContext has already been stopped")
             self._graph.validate()
+            stateful = [st.name for st in self._graph.all_streams() if st.must_checkpoint]
+            if stateful and self._checkpoint_dir is None:
+                raise ValueError(f"The checkpoint directory has not been set: {', '.join(stateful)} keep state "
+                                 f"across batches and need StreamingContext.checkpoint(directory)")
+            if self._checkpoint_dir is not None:
+                from dstream.recovery import StreamCheckpointer
+                self._generator.checkpointer = StreamCheckpointer(self, self._checkpoint_dir)
             with StreamingContext._active_lock:
                 active = StreamingContext._active
                 if active is not None and active is not self and active._state == "active":
@@ -235,7 +310,12 @@ class StreamingContext:
                 StreamingContext._active = self
             self._bus.start()
             self._scheduler.start()
-            self._generator.start()
+            if self._restored_from is not None:
+                cp = self._restored_from
+                #: batch times recomputed after the restart
+                self.replayed_times = self._generator.restart(cp.time_ms, cp.pending_times)
+            else:
+                self._generator.start()
             self._state = "active"
             self._bus.post("onStreamingStarted", self._clock.now_ms())
 
@@ -297,7 +377,19 @@ class StreamingContext:
 
     @classmethod
     def getOrCreate(cls, checkpointPath: str | None, setupFunc: Callable[[], "StreamingContext"]) -> "StreamingContext":
-        """Recreate the context from ``checkpointPath`` if it holds a checkpoint, else ``setupFunc()``."""
+        """Rebuild the context from the newest readable checkpoint under ``checkpointPath``; when there is
+        none, call ``setupFunc()`` (which should declare the streams and call ``ssc.checkpoint(path)``).
+
+        ``start()`` on a rebuilt context recomputes the batches that were pending when the driver died
+        and those that fell due while it was down, then goes on. Raises ``CheckpointError`` when a
+        checkpoint exists but cannot be restored (another dstream version, or changed code).
+        """
+        if checkpointPath is not None:
+            from driver.checkpoint import read_latest
+            from dstream.recovery import restore
+            cp = read_latest(checkpointPath)
+            if cp is not None:
+                return restore(cp, checkpointPath)
         ssc = setupFunc()
         if not isinstance(ssc, StreamingContext):
             raise TypeError(f"setupFunc must return a StreamingContext, got {type(ssc).__name__}")

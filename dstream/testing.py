@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import tempfile
 from typing import Any, Callable, Iterable
 
 from driver.clock import ManualClock
@@ -51,15 +52,24 @@ def run_stream(ctx: Context, inputs: list[Iterable[Any]], operation: Callable[[D
     """Feed ``inputs`` (one list or RDD a batch) through ``operation`` and return each batch's output.
 
     Runs ``num_batches`` batches (default: one per input) on a ManualClock, then stops the streaming
-    context but not ``ctx``. Outputs are sorted per batch unless ``sort=False``.
+    context but not ``ctx``. Outputs are sorted per batch unless ``sort=False``. Stateful operators get a
+    temporary checkpoint directory, deleted afterwards.
     """
     ssc = StreamingContext(ctx, batch_duration, clock=ManualClock())
     batches = [b if isinstance(b, RDD) else list(b) for b in inputs]
     out = collect(operation(ssc.queueStream(batches)), sort=sort)
-    ssc.start()
-    try:
-        advance(ssc, len(inputs) if num_batches is None else num_batches)
-    finally:
-        ssc.stop(stopSparkContext=False)
+    with tempfile.TemporaryDirectory(prefix="dstream-test-checkpoint-") as checkpoint:
+        if needs_checkpoint(ssc):
+            ssc.checkpoint(checkpoint)
+        ssc.start()
+        try:
+            advance(ssc, len(inputs) if num_batches is None else num_batches)
+        finally:
+            ssc.stop(stopSparkContext=False)
     ssc.awaitTerminationOrTimeout(0)
     return out
+
+
+def needs_checkpoint(ssc: StreamingContext) -> bool:
+    """True when the context has stateful streams but no checkpoint directory yet."""
+    return ssc._checkpoint_dir is None and any(s.must_checkpoint for s in ssc._graph.all_streams())

@@ -137,4 +137,7 @@ def get_backend(name: str) -> type[Executor]:
     except KeyError:
         raise ValueError(f"unknown executor backend {name!r}; known: {sorted(_BACKENDS)}") from None
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"executor backend {name!r} ({target}) cannot be loaded: {exc}") from exc

@@ -21,7 +21,8 @@ import pytest
 
 from dstream import context as context_module
 from dstream.context import make_executor
-from executors import SharedDirBlockStore, Task, TaskError
+from executors import SharedDirBlockStore, Task, TaskError, get_backend, register_backend
+from executors import base as executors_base
 from executors.processes import ProcessExecutor
 from executors.threads import ThreadExecutor
 
@@ -359,3 +360,20 @@ def test_threads_master_builds_a_thread_pool():
         assert ex.run_tasks([Task(lambda tc: tc.partition_id, 5)]) == [5]
     finally:
         ex.shutdown()
+
+
+def test_backends_load_by_name():
+    assert get_backend("threads") is ThreadExecutor
+    assert get_backend("processes") is ProcessExecutor
+    with pytest.raises(ValueError, match="unknown executor backend 'spark'"):
+        get_backend("spark")
+
+
+def test_backend_that_cannot_be_imported_names_itself(monkeypatch):
+    monkeypatch.setattr(executors_base, "_BACKENDS", dict(executors_base._BACKENDS))
+    register_backend("nowhere", "executors.no_such_module:NoExecutor")
+    with pytest.raises(ImportError, match="executor backend 'nowhere'"):
+        get_backend("nowhere")
+    register_backend("misnamed", "executors.threads:NoExecutor")
+    with pytest.raises(ImportError, match="executor backend 'misnamed'"):
+        get_backend("misnamed")

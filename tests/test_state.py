@@ -3,6 +3,8 @@
 """
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 
 from driver.jobs import BatchError
@@ -81,7 +83,8 @@ def test_updateStateByKey_numPartitions(ctx):
     assert out == [[2, 2, 2]]
 
 
-def test_updateStateByKey_function_error_reaches_awaitTermination(ssc):
+def test_updateStateByKey_function_error_reaches_awaitTermination(ssc, tmp_path):
+    ssc.checkpoint(str(tmp_path))
     def update(values, state):
         raise ValueError("bad update")
 
@@ -133,6 +136,7 @@ def running_sum(key, value, state):
 def map_with_state(ctx, inputs, num_batches=None, **kwargs):
     """(mapped records, state snapshots) of each batch."""
     ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+    ssc.checkpoint(tempfile.mkdtemp(prefix="dstream-test-"))
     try:
         mapped = ssc.queueStream([list(b) for b in inputs]).mapWithState(running_sum, **kwargs)
         out, snapshots = collect(mapped, sort=True), collect(mapped.stateSnapshots(), sort=True)
@@ -220,7 +224,8 @@ def test_mapWithState_state_of_any_python_type(ctx):
     assert out == [[((1, "k"), [None, {"x": 1}])], [((1, "k"), [None, {"x": 1}, 2.5])]]
 
 
-def test_mapWithState_function_error_reaches_awaitTermination(ssc):
+def test_mapWithState_function_error_reaches_awaitTermination(ssc, tmp_path):
+    ssc.checkpoint(str(tmp_path))
     def func(key, value, state):
         state.get()  # no state yet: raises
 
