@@ -75,7 +75,7 @@ class StreamCheckpointer:
         self._known &= alive
 
 
-def restore(checkpoint: Checkpoint, directory: str, context: Any = None) -> "StreamingContext":
+def restore(checkpoint: Checkpoint, directory: str, context: Any = None, clock: Any = None) -> "StreamingContext":
     """A StreamingContext rebuilt from ``checkpoint``; ``start()`` then replays the lost batches."""
     from driver.checkpoint import CheckpointError
     from dstream.context import Context
@@ -85,7 +85,7 @@ def restore(checkpoint: Checkpoint, directory: str, context: Any = None) -> "Str
         active = Context._active
         ctx = active if active is not None and not active._stopped else \
             Context(checkpoint.master or "local[*]", conf=checkpoint.conf)
-    ssc = StreamingContext(ctx, checkpoint.interval_ms / 1000.0)
+    ssc = StreamingContext(ctx, checkpoint.interval_ms / 1000.0, clock=clock)
     try:
         graph = cloudpickle.loads(checkpoint.graph)
     except Exception as exc:  # noqa: BLE001

@@ -376,10 +376,12 @@ class StreamingContext:
         return active if active is not None and active._state == "active" else None
 
     @classmethod
-    def getOrCreate(cls, checkpointPath: str | None, setupFunc: Callable[[], "StreamingContext"]) -> "StreamingContext":
+    def getOrCreate(cls, checkpointPath: str | None, setupFunc: Callable[[], "StreamingContext"],
+                    clock: Clock | None = None) -> "StreamingContext":
         """Rebuild the context from the newest readable checkpoint under ``checkpointPath``; when there is
         none, call ``setupFunc()`` (which should declare the streams and call ``ssc.checkpoint(path)``).
 
+        ``clock`` is the rebuilt context's clock (tests pass a ManualClock; default the system clock).
         ``start()`` on a rebuilt context recomputes the batches that were pending when the driver died
         and those that fell due while it was down, then goes on. Raises ``CheckpointError`` when a
         checkpoint exists but cannot be restored (another dstream version, or changed code).
@@ -389,7 +391,7 @@ class StreamingContext:
             from dstream.recovery import restore
             cp = read_latest(checkpointPath)
             if cp is not None:
-                return restore(cp, checkpointPath)
+                return restore(cp, checkpointPath, clock=clock)
         ssc = setupFunc()
         if not isinstance(ssc, StreamingContext):
             raise TypeError(f"setupFunc must return a StreamingContext, got {type(ssc).__name__}")
