@@ -31,8 +31,9 @@ def data_dir(directory: str) -> str:
     return join(directory, "data")
 
 
-def wal_dir(directory: str) -> str:
-    return join(directory, "wal")
+def wal_dir(directory: str, stream_id: str | None = None) -> str:
+    """The write-ahead log directory of a checkpoint, or of one receiver stream in it."""
+    return join(directory, "wal") if stream_id is None else join(directory, "wal", stream_id)
 
 
 class StreamCheckpointer:

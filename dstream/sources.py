@@ -6,6 +6,7 @@ its input exactly once: the queue items, the new files, the socket lines that ar
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import socket
 import threading
@@ -231,29 +232,199 @@ class BinaryRecordsRDD(RDD):
         return pa.table({"value": pa.array([data[i:i + n] for i in range(0, len(data), n)], pa.binary())})
 
 
+class _WriteAheadLog:
+    """A receiver's write-ahead log: received lines in segment files under one directory (any fsspec URL).
+
+    A segment is named ``segment-<number of its first line>`` and holds UTF-8 lines, each ending in
+    ``\\n``; once a segment holds ``max_lines`` lines or ``max_bytes`` bytes the next write starts a new
+    one, and so does a restart (a segment is never appended to by two drivers). Line numbers run on
+    across segments and restarts. A last line without its ``\\n`` was torn by a crash while being
+    written: it was never buffered, so it is not a line. Appends are flushed (and fsynced on local disks)
+    before ``append`` returns.
+    """
+
+    PREFIX = "segment-"
+
+    def __init__(self, url: str, max_lines: int, max_bytes: int, start: int = 0, fresh: bool = False) -> None:
+        from fsspec.implementations.local import LocalFileSystem
+        self.url = url
+        self.max_lines, self.max_bytes = max_lines, max_bytes
+        self.fs, self.path = url_to_fs(url)
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.fs.makedirs(self.path, exist_ok=True)
+        self._lock = threading.Lock()
+        #: the first line number of each segment, oldest first
+        self.segments: list[int] = self._list()
+        if fresh and self.segments:
+            log.warning("%s: deleting the write-ahead log of an earlier run that left no checkpoint", url)
+            self._delete(self.segments)
+            self.segments = []
+        if self.segments and not self.read_segment(self.segments[-1]):
+            self._delete(self.segments[-1:])  # it holds no complete line; its name is reused
+            self.segments.pop()
+        last = self.segments[-1] + len(self.read_segment(self.segments[-1])) if self.segments else 0
+        #: the number the next appended line gets
+        self.next_line = max(start, last)
+        self._file: Any = None
+        self._lines_in_file = self._bytes_in_file = 0
+
+    def _name(self, first: int) -> str:
+        return posixpath.join(self.path, f"{self.PREFIX}{first:012d}")
+
+    def _list(self) -> list[int]:
+        try:
+            names = [posixpath.basename(p) for p in self.fs.ls(self.path, detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(int(n[len(self.PREFIX):]) for n in names
+                      if n.startswith(self.PREFIX) and n[len(self.PREFIX):].isdigit())
+
+    def read_segment(self, first: int) -> list[str]:
+        """The complete lines of one segment."""
+        try:
+            data = self.fs.cat_file(self._name(first))
+        except FileNotFoundError:
+            return []
+        return [ln.decode("utf-8") for ln in data.split(b"\n")[:-1]]
+
+    def read(self, first: int, end: int) -> list[str]:
+        """Lines ``first`` to ``end - 1``."""
+        with self._lock:
+            segments = list(self.segments)
+        out: list[str] = []
+        for i, start in enumerate(segments):
+            stop = segments[i + 1] if i + 1 < len(segments) else end
+            if start < end and stop > first:
+                out += self.read_segment(start)[max(first - start, 0):end - start]
+        return out
+
+    def append(self, lines: list[str]) -> None:
+        """Write ``lines`` durably (the receiver thread is the only writer)."""
+        data = b"".join(ln.encode("utf-8") + b"\n" for ln in lines)
+        if self._file is None:
+            self._file = self.fs.open(self._name(self.next_line), "wb")
+            with self._lock:
+                self.segments.append(self.next_line)
+            if self.local:
+                self._fsync_dir()
+        self._file.write(data)
+        self._file.flush()
+        if self.local:
+            os.fsync(self._file.fileno())
+        self.next_line += len(lines)
+        self._lines_in_file += len(lines)
+        self._bytes_in_file += len(data)
+        if self._lines_in_file >= self.max_lines or self._bytes_in_file >= self.max_bytes:
+            self.close()
+
+    def _fsync_dir(self) -> None:
+        """Make a new segment's directory entry durable too."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._lines_in_file = self._bytes_in_file = 0
+
+    def delete_before(self, line: int) -> None:
+        """Delete the segments whose lines all come before ``line`` (never the newest segment)."""
+        with self._lock:
+            old = [s for s, nxt in zip(self.segments, self.segments[1:]) if nxt <= line]
+            self.segments = self.segments[len(old):]
+        self._delete(old)
+
+    def _delete(self, segments: list[int]) -> None:
+        for first in segments:
+            try:
+                self.fs.rm(self._name(first))
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - a leftover segment is harmless
+                log.warning("could not delete write-ahead log segment %s: %s", self._name(first), exc)
+
+
+class WriteAheadLogError(RuntimeError):
+    """socketTextStream could not write its write-ahead log, so its receiver stopped."""
+
+
 class SocketInputDStream(InputDStream):
     """Lines from a TCP server; lines arriving in (t - interval, t] form batch t.
 
     A receiver thread connects (and reconnects after errors, every ``retry`` seconds), and stamps each
     line with the streaming clock when it arrives.
+
+    With checkpointing, each line is first written to a write-ahead log under
+    ``<checkpoint>/wal/<stream id>/``, then buffered; each batch records the range of log lines it took.
+    After a restart a replayed batch takes exactly the lines it took before, and lines received but not
+    yet in a recorded batch go into the first batches after the restart.
     """
+
+    #: with checkpointing: a write-ahead log segment is closed once it holds this many lines or bytes
+    wal_segment_lines = 10_000
+    wal_segment_bytes = 16 << 20
+    #: a segment is deleted once the batches remembered at the last ``wal_keep`` cleanups no longer need
+    #: it (older metadata checkpoints, read when a newer one is damaged, may need what the newest does not)
+    wal_keep = 10
 
     def __init__(self, ssc: "StreamingContext", host: str, port: int, retry: float = 0.5) -> None:
         super().__init__(ssc, f"socketTextStream({host}:{port})")
         self.host, self.port, self.retry = host, port, retry
+        #: the write-ahead log's directory name: the stream's position among the context's inputs
+        self.stream_id = f"input-{ssc._graph.inputs.index(self)}"
+        #: with the write-ahead log: the log lines [first, end) each remembered batch took
+        self.batch_wal: dict[int, tuple[int, int]] = {}
+        #: the first log line not yet taken by a batch (the buffered lines follow it, in order)
+        self.wal_taken = 0
+        #: the oldest log line needed at each of the last ``wal_keep`` cleanups
+        self.wal_needed: list[int] = []
+        self._last_batch_ms = -1
+        self._init_receiver()
+
+    def _init_receiver(self) -> None:
         self._lines: deque[tuple[int, str]] = deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_batch_ms = -1
+        self._wal: _WriteAheadLog | None = None
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        for k in ("_lines", "_lock", "_stop", "_thread"):
+        for k in ("_lines", "_lock", "_stop", "_thread", "_wal"):
             state[k] = None
         return state
 
+    def attach(self, ssc: "StreamingContext") -> None:
+        super().attach(ssc)
+        self._init_receiver()
+
+    def _open_wal(self, fresh: bool) -> _WriteAheadLog | None:
+        directory = self._ssc._checkpoint_dir
+        if directory is None:
+            return None
+        from dstream.recovery import wal_dir
+        return _WriteAheadLog(wal_dir(directory, self.stream_id), self.wal_segment_lines,
+                              self.wal_segment_bytes, start=self.wal_taken, fresh=fresh)
+
     def start(self) -> None:
+        self._wal = self._open_wal(fresh=True)
+        self._start_receiver()
+
+    def restart(self) -> None:
+        """Put the logged lines no recorded batch took back into the buffer, then receive again."""
+        self._wal = self._open_wal(fresh=False)
+        if self._wal is not None:
+            lines = self._wal.read(self.wal_taken, self._wal.next_line)
+            if lines:
+                log.info("%s: %d lines from the write-ahead log go into the next batch", self.name, len(lines))
+            self._lines.extend((self._last_batch_ms + 1, ln) for ln in lines)
+        self._start_receiver()
+
+    def _start_receiver(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._receive, name=f"dstream-receiver-{self.port}", daemon=True)
         self._thread.start()
@@ -262,14 +433,35 @@ class SocketInputDStream(InputDStream):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._wal is not None:
+            self._wal.close()
 
     def buffered(self) -> int:
         """Lines received and not yet taken by a batch."""
         with self._lock:
             return len(self._lines)
 
+    def _deliver(self, lines: list[str]) -> None:
+        """Log the lines (with checkpointing), then buffer them for the next batch to be cut."""
+        if self._wal is not None:
+            try:
+                self._wal.append(lines)
+            except Exception as exc:  # noqa: BLE001
+                raise WriteAheadLogError(f"{self.name}: writing the write-ahead log in {self._wal.url} failed, "
+                                         f"so the receiver stopped: {exc}") from exc
+        with self._lock:
+            # A line never joins a batch that has already been cut.
+            t = max(self._ssc._clock.now_ms(), self._last_batch_ms + 1)
+            self._lines.extend((t, ln) for ln in lines)
+
     def _receive(self) -> None:
-        clock = self._ssc._clock
+        try:
+            self._receive_until_stopped()
+        except WriteAheadLogError as exc:
+            log.error("%s", exc)
+            self._ssc._report_error(exc)
+
+    def _receive_until_stopped(self) -> None:
         while not self._stop.is_set():
             try:
                 with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
@@ -285,27 +477,45 @@ class SocketInputDStream(InputDStream):
                         buf += chunk
                         *lines, buf = buf.split(b"\n")
                         if lines:
-                            with self._lock:
-                                # A line never joins a batch that has already been cut.
-                                t = max(clock.now_ms(), self._last_batch_ms + 1)
-                                self._lines.extend((t, ln.rstrip(b"\r").decode("utf-8", "replace"))
-                                                   for ln in lines)
+                            self._deliver([ln.rstrip(b"\r").decode("utf-8", "replace") for ln in lines])
                     if buf:
-                        with self._lock:
-                            self._lines.append((max(clock.now_ms(), self._last_batch_ms + 1),
-                                                buf.decode("utf-8", "replace")))
+                        self._deliver([buf.decode("utf-8", "replace")])
             except OSError as exc:
                 log.debug("socketTextStream %s:%s: %s", self.host, self.port, exc)
             self._stop.wait(self.retry)
 
     def compute(self, time_ms: int) -> RDD | None:
-        with self._lock:
-            taken = []
-            while self._lines and self._lines[0][0] <= time_ms:
-                taken.append(self._lines.popleft()[1])
-            self._last_batch_ms = max(self._last_batch_ms, time_ms)
-        self.records_per_batch[time_ms] = len(taken)
         ctx = self._ssc.sparkContext
+        if time_ms in self.batch_wal:
+            # a batch replayed after a restart takes exactly the lines it took before
+            first, end = self.batch_wal[time_ms]
+            taken = self._wal.read(first, end) if self._wal is not None else []
+            if len(taken) != end - first:
+                raise WriteAheadLogError(f"{self.name}: the write-ahead log no longer holds lines {first} to "
+                                         f"{end - 1}, taken by batch {time_ms} ms")
+        elif self._wal is not None and time_ms <= self._last_batch_ms:
+            log.warning("%s: the input of batch %s ms is no longer recorded; it is empty", self.name, time_ms)
+            return ctx.emptyRDD()
+        else:
+            with self._lock:
+                taken = []
+                while self._lines and self._lines[0][0] <= time_ms:
+                    taken.append(self._lines.popleft()[1])
+                self._last_batch_ms = max(self._last_batch_ms, time_ms)
+            if self._wal is not None:
+                self.batch_wal[time_ms] = (self.wal_taken, self.wal_taken + len(taken))
+                self.wal_taken += len(taken)
+        self.records_per_batch[time_ms] = len(taken)
         if not taken:
             return ctx.emptyRDD()
         return ctx.parallelize(taken, min(len(taken), ctx.defaultParallelism))
+
+    def clear_metadata(self, time_ms: int) -> None:
+        super().clear_metadata(time_ms)
+        limit = time_ms - (self.remember_ms or self.slide_ms)
+        for t in [t for t in self.batch_wal if t <= limit]:
+            del self.batch_wal[t]
+        if self._wal is not None:
+            needed = min([first for first, _ in self.batch_wal.values()] + [self.wal_taken])
+            self.wal_needed = (self.wal_needed + [needed])[-self.wal_keep:]
+            self._wal.delete_before(min(self.wal_needed))

@@ -1,0 +1,285 @@
+"""socketTextStream's write-ahead log: with checkpointing, every received line is logged (flushed and
+fsynced) under ``<checkpoint>/wal/<stream id>/`` before a batch counts it; a batch replayed after a
+restart takes exactly the lines it took before; lines received but in no recorded batch go into the
+first batches after the restart; segments no remembered batch needs are deleted.
+"""
+from __future__ import annotations
+
+import ast
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+import dstream.sources
+from driver.checkpoint import read_latest
+from dstream import ManualClock, StreamingContext
+from dstream.testing import advance, collect_timed
+
+from .recovery_harness import wait_until
+
+APP = Path(__file__).parent / "apps" / "socket_app.py"
+
+
+class LineServer:
+    """A TCP server on 127.0.0.1 that keeps accepting (a restarted receiver reconnects) and sends to the
+    newest connection."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def wait_connections(self, n: int, timeout: float = 10.0) -> None:
+        wait_until(lambda: len(self.conns) >= n, timeout, f"connection {n} from the receiver")
+
+    def send(self, lines: list[str]) -> None:
+        self.conns[-1].sendall("".join(ln + "\n" for ln in lines).encode("utf-8"))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5.0)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def server():
+    s = LineServer()
+    yield s
+    s.close()
+
+
+def wal_segments(checkpoint: Path) -> dict[str, list[str]]:
+    """Every write-ahead log segment under a checkpoint directory: name -> its complete lines."""
+    out = {}
+    for seg in sorted((checkpoint / "wal").glob("*/segment-*")):
+        out[seg.name] = seg.read_bytes().decode("utf-8").split("\n")[:-1]
+    return out
+
+
+def wal_lines(checkpoint: Path) -> list[str]:
+    return [ln for lines in wal_segments(checkpoint).values() for ln in lines]
+
+
+# -- in process, on the ManualClock ---------------------------------------------------------------------
+
+def test_lines_are_logged_and_fsynced_before_a_batch_counts_them(ssc, server, tmp_path, monkeypatch):
+    checkpoint = tmp_path / "cp"
+    ssc.checkpoint(str(checkpoint))
+    stream = ssc.socketTextStream("127.0.0.1", server.port)
+    out = collect_timed(stream)
+    synced = []  # at each fsync: (the lines on disk, the lines buffered for a batch)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append((wal_lines(checkpoint), stream.buffered()))
+
+    monkeypatch.setattr(dstream.sources.os, "fsync", fsync)
+    ssc.start()
+    server.wait_connections(1)
+    server.send(["a", "b"])
+    wait_until(lambda: stream.buffered() == 2, 5, "2 lines buffered")
+    advance(ssc)
+    server.send(["c"])
+    wait_until(lambda: stream.buffered() == 1, 5, "1 line buffered")
+    # durable on disk while not yet counted, for each receive
+    assert (["a", "b"], 0) in synced and (["a", "b", "c"], 0) in synced
+    advance(ssc)
+    assert out == [(1000, ["a", "b"]), (2000, ["c"])]
+    assert list(wal_segments(checkpoint)) == ["segment-000000000000"]
+
+
+def test_segments_no_remembered_batch_needs_are_deleted(ssc, server, tmp_path):
+    checkpoint = tmp_path / "cp"
+    ssc.checkpoint(str(checkpoint))
+    ssc.remember(2.0)  # the input keeps its last 2 batches
+    stream = ssc.socketTextStream("127.0.0.1", server.port)
+    stream.wal_segment_lines = 2  # batch k's 2 lines fill segment-<2(k-1)>
+    stream.wal_keep = 2  # and the batches of the cleanup before last are kept too
+    out = collect_timed(stream)
+    ssc.start()
+    server.wait_connections(1)
+    for k in range(1, 8):
+        server.send([f"{k}a", f"{k}b"])
+        wait_until(lambda: stream.buffered() == 2, 5, "the batch's lines")
+        advance(ssc)
+        kept = range(max(k - 2, 1), k + 1)  # batches k-2 .. k: the ones the last 2 cleanups remember
+        names = [f"segment-{2 * (j - 1):012d}" for j in kept]
+        # the cleanup runs on the job generator just after the batch completes
+        wait_until(lambda: list(wal_segments(checkpoint)) == names, 5, f"segments {names} after batch {k}")
+        on_disk = wal_segments(checkpoint)
+        assert [on_disk[f"segment-{2 * (j - 1):012d}"] for j in kept] == [[f"{j}a", f"{j}b"] for j in kept]
+    assert [records for _, records in out] == [[f"{k}a", f"{k}b"] for k in range(1, 8)]
+
+
+REPLAYED: list[tuple[int, list[str]]] = []
+
+
+def _record(time, rdd) -> None:
+    """A sink the restored graph still reaches (pickled by reference, not copied)."""
+    REPLAYED.append((round(time.timestamp() * 1000), rdd.collect()))
+
+
+def test_restart_replays_recorded_batches_and_buffers_unbatched_lines(ssc, clock, server, tmp_path):
+    checkpoint = str(tmp_path / "cp")
+    ssc.checkpoint(checkpoint)
+    ssc.socketTextStream("127.0.0.1", server.port).foreachRDD(_record)
+    REPLAYED.clear()
+    ssc.start()
+    server.wait_connections(1)
+    server.send(["a", "b"])
+    wait_until(lambda: ssc._graph.inputs[0].buffered() == 2, 5, "a, b")
+    advance(ssc)
+    server.send(["c", "d"])
+    wait_until(lambda: ssc._graph.inputs[0].buffered() == 2, 5, "c, d")
+    ssc.stop(stopSparkContext=False)  # c and d are logged, but no batch took them
+    assert REPLAYED == [(1000, ["a", "b"])]
+    segment = next((tmp_path / "cp" / "wal").glob("*/segment-*"))
+    with open(segment, "ab") as f:
+        f.write(b"torn")  # a line the driver died while writing: never buffered, so not a line
+
+    clock2 = ManualClock(clock.now())
+    restored = StreamingContext.getOrCreate(checkpoint, lambda: pytest.fail("must restore"), clock=clock2)
+    try:
+        restored.start()
+        server.wait_connections(2)
+        stream = restored._graph.inputs[0]
+        server.send(["e"])
+        wait_until(lambda: stream.buffered() == 3, 5, "c, d back from the log, and e")
+        # batch 1000, recomputed, takes exactly its logged lines and none of the buffered ones
+        assert stream.get_or_compute(1000).collect() == ["a", "b"]
+        assert stream.buffered() == 3
+        advance(restored)
+        assert REPLAYED[1:] == [(2000, ["c", "d", "e"])]
+        assert wal_lines(tmp_path / "cp") == ["a", "b", "c", "d", "e"]
+    finally:
+        restored.stop(stopSparkContext=False)
+
+
+# -- a real driver process, killed with SIGKILL -----------------------------------------------------------
+
+class SocketApp:
+    """tests/apps/socket_app.py in its own process, restartable from its checkpoint."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.port = port
+        self.output = root / "out"
+        self.checkpoint = root / "checkpoint"
+        self._stderr = open(root / "stderr.log", "ab")
+        self.stderr_path = root / "stderr.log"
+        self.proc: subprocess.Popen | None = None
+        self.events: list[dict] = []
+
+    def start(self, slow: float = 0.0) -> dict:
+        self.events = []
+        env = dict(os.environ, SOCKET_APP_SLOW=str(slow))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(APP), "127.0.0.1", str(self.port), str(self.output), str(self.checkpoint),
+             "--interval", "0.25"], stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        return wait_until(lambda: next((e for e in self.events if "started" in e), None), 20, "the driver to start")
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                pass
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._stderr.close()
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text()
+
+    def committed(self, kind: str) -> dict[int, list[str]]:
+        """Each committed ``kind`` (lines or counts) output directory's lines, by batch time."""
+        out = {}
+        for d in self.output.glob(f"{kind}-*"):
+            if (d / "_SUCCESS").exists():
+                out[int(d.name.rsplit("-", 1)[1])] = [ln for p in sorted(d.glob("part-*"))
+                                                      for ln in p.read_text().splitlines()]
+        return out
+
+    def latest_counts(self) -> dict[str, int]:
+        counts = self.committed("counts")
+        return dict(ast.literal_eval(ln) for ln in counts[max(counts)]) if counts else {}
+
+    def recorded_input(self) -> tuple[object, object]:
+        """The newest checkpoint and its socket stream (with its recorded WAL ranges)."""
+        cp = read_latest(str(self.checkpoint))
+        return cp, cloudpickle.loads(cp.graph).inputs[0]
+
+
+def test_killed_driver_counts_every_socket_line_exactly_once(server, tmp_path):
+    app = SocketApp(tmp_path, server.port)
+    sent = [f"line-{i:03d}" for i in range(30)]
+    try:
+        app.start(slow=1.0)  # batches with lines take 1 s: some are still running at the kill
+        server.wait_connections(1)
+        server.send(sent[:10])
+        # a checkpoint records that a batch took lines 0..9; that batch is now in its slow second
+        wait_until(lambda: (cp := read_latest(str(app.checkpoint))) is not None
+                   and cloudpickle.loads(cp.graph).inputs[0].wal_taken == 10, 10, "a batch to take lines 0-9")
+        server.send(sent[10:20])
+        wait_until(lambda: wal_lines(app.checkpoint) == sent[:20], 10, "lines 0-19 in the write-ahead log")
+        app.kill()
+        committed_at_kill = {ln for lines in app.committed("lines").values() for ln in lines}
+        assert set(sent[10:20]).isdisjoint(committed_at_kill), "the kill came too late to test recovery"
+        cp, stream = app.recorded_input()
+        pending = {t: stream.batch_wal[t] for t in cp.pending_times if t in stream.batch_wal}
+        assert any(end > first for first, end in pending.values()), f"no batch with lines was pending: {cp}"
+
+        assert app.start()["restored"]
+        server.wait_connections(2)
+        server.send(sent[20:])
+        wait_until(lambda: app.latest_counts() == {ln: 1 for ln in sent}, 20,
+                   "every line counted once in the newest state")
+        raw = app.committed("lines")
+        # the raw lines of all committed batches hold each line exactly once
+        assert collections.Counter(ln for lines in raw.values() for ln in lines) == collections.Counter(sent)
+        # (a) each batch pending at the kill was rerun on exactly the lines it had recorded
+        for t, (first, end) in pending.items():
+            assert raw[t] == sent[first:end], f"replayed batch {t}"
+        # (b) lines logged but in no recorded batch went into batches after the restart
+        later = {ln for t, lines in raw.items() if t > cp.time_ms for ln in lines}
+        assert set(sent[stream.wal_taken:20]) <= later
+        assert "Traceback" not in app.stderr(), app.stderr()
+    finally:
+        app.close()
