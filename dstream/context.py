@@ -12,7 +12,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import pyarrow as pa
 
 from driver.dag import DAGScheduler
-from executors.base import Executor, get_backend
+from executors.base import Executor, SpeculationConf, get_backend
 from dstream import records
 from dstream.rdd import RDD, EmptyRDD, ParallelCollectionRDD, UnionRDD, _check_partitions
 
@@ -78,7 +78,10 @@ class Context:
         self.appName = appName
         #: configuration (``dstream.*`` keys); unknown keys are kept for the user
         self.conf: dict[str, Any] = dict(conf or {})
+        speculation = SpeculationConf.from_conf(self.conf)
         self.executor = make_executor(master)
+        if any(key.startswith("dstream.speculation") for key in self.conf):
+            self.executor.speculation = speculation
         self.scheduler = DAGScheduler(self.executor)
         #: where ``RDD.checkpoint`` writes (an fsspec URL), set by ``setCheckpointDir``
         self.checkpoint_dir: str | None = None

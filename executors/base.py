@@ -3,15 +3,20 @@
 An executor knows tasks and Arrow tables, not streams or RDDs. Two methods are required (``submit`` and
 ``shutdown``); ``run_tasks`` derives from them. Backends: ``threads`` (ThreadExecutor), ``processes``
 (ProcessExecutor) and, later, ``dask``; they register by name and import lazily, as fsspec's do.
+
+Speculation (Spark's ``spark.speculation``) is described by ``SpeculationConf``; ``speculatable`` is the
+pure rule deciding which running tasks of a stage get a backup copy. Backends that can run a copy use them.
 """
 from __future__ import annotations
 
 import importlib
+import math
+import statistics
 import traceback
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, wait, FIRST_EXCEPTION
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from executors.blockstore import BlockStore
 
@@ -81,6 +86,83 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class SpeculationConf:
+    """Straggler mitigation settings (Spark's ``spark.speculation.*``), read from ``dstream.speculation*``.
+
+    Within one stage, once ``quantile`` of its tasks have finished, a task still running longer than
+    ``multiplier`` times the median duration of the finished ones, and longer than ``min_runtime`` seconds,
+    gets one backup copy; the first copy to finish wins.
+    """
+
+    #: ``dstream.speculation``: whether slow tasks get backup copies
+    enabled: bool = False
+    #: ``dstream.speculation.multiplier``: how many times slower than the median a task must be
+    multiplier: float = 1.5
+    #: ``dstream.speculation.quantile``: the fraction of a stage's tasks that must finish first
+    quantile: float = 0.75
+    #: ``dstream.speculation.minRuntime``: seconds a task must have run before it is copied
+    min_runtime: float = 0.1
+
+    KEYS = {"dstream.speculation": "enabled", "dstream.speculation.multiplier": "multiplier",
+            "dstream.speculation.quantile": "quantile", "dstream.speculation.minRuntime": "min_runtime"}
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any]) -> "SpeculationConf":
+        """The settings in a Context's conf (values may be strings, as in Spark's conf)."""
+        unknown = sorted(k for k in conf if k.startswith("dstream.speculation") and k not in cls.KEYS)
+        if unknown:
+            raise ValueError(f"unknown configuration key {unknown[0]!r}; known: {sorted(cls.KEYS)}")
+        values: dict[str, Any] = {}
+        for key, name in cls.KEYS.items():
+            if key in conf:
+                values[name] = _parse_bool(key, conf[key]) if name == "enabled" else _parse_float(key, conf[key])
+        made = cls(**values)
+        if made.multiplier <= 0:
+            raise ValueError(f"dstream.speculation.multiplier must be positive, got {made.multiplier}")
+        if not 0 <= made.quantile <= 1:
+            raise ValueError(f"dstream.speculation.quantile must be between 0 and 1, got {made.quantile}")
+        if made.min_runtime < 0:
+            raise ValueError(f"dstream.speculation.minRuntime must be at least 0 seconds, got {made.min_runtime}")
+        return made
+
+
+def _parse_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{key} must be true or false, got {value!r}")
+
+
+def _parse_float(key: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    return number
+
+
+def speculatable(finished: Sequence[float], running: Mapping[int, float], num_tasks: int,
+                 conf: SpeculationConf) -> list[int]:
+    """Which running tasks deserve a backup copy, slowest first (Spark's ``checkSpeculatableTasks``).
+
+    ``finished`` holds the durations of the stage's finished tasks, ``running`` the elapsed seconds of its
+    running tasks that have no copy yet, by task index; ``num_tasks`` is the stage's size.
+    """
+    if not conf.enabled or not finished or len(finished) < max(1, math.floor(conf.quantile * num_tasks)):
+        return []
+    threshold = max(conf.multiplier * statistics.median(finished), conf.min_runtime)
+    return sorted((i for i, elapsed in running.items() if elapsed > threshold), key=lambda i: -running[i])
+
+
 class Executor(ABC):
     """Runs tasks in parallel and owns the block store the tasks share."""
 
@@ -88,6 +170,12 @@ class Executor(ABC):
     num_workers: int
     #: where tasks keep cached partitions and shuffle buckets
     store: BlockStore
+    #: straggler mitigation; backends that cannot run backup copies ignore it
+    speculation: SpeculationConf = SpeculationConf()
+    #: backup copies of slow tasks started so far
+    speculative_launches: int = 0
+    #: backup copies that finished before their original
+    speculative_wins: int = 0
 
     @abstractmethod
     def submit_task(self, task: Task) -> Future:

@@ -1,4 +1,8 @@
-"""A thread-pool executor: tasks share the driver's memory; best for work inside Arrow's kernels."""
+"""A thread-pool executor: tasks share the driver's memory; best for work inside Arrow's kernels.
+
+It ignores speculation (``Executor.speculation``): a straggling thread cannot be abandoned, and a backup
+copy would compete for the same cores and the same interpreter. Nor is there a worker to lose.
+"""
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -8,6 +12,8 @@ from executors.blockstore import MemoryBlockStore
 
 
 class ThreadExecutor(Executor):
+    """Tasks run in ``num_workers`` threads of the driver; blocks stay in the driver's memory."""
+
     def __init__(self, num_workers: int = 2) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
