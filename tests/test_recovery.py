@@ -211,3 +211,27 @@ def test_stateful_stream_without_checkpoint_directory_fails_at_start(ssc):
     ssc.queueStream([[("a", 1)]]).updateStateByKey(lambda new, old: sum(new)).pprint()
     with pytest.raises(ValueError, match="checkpoint directory has not been set"):
         ssc.start()
+
+
+def test_old_data_snapshots_are_deleted_once_no_checkpoint_refers_to_them(ctx, tmp_path):
+    ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+    ssc.checkpoint(str(tmp_path))
+    state = ssc.queueStream([], default=[("k", 1)]).updateStateByKey(lambda new, old: sum(new) + (old or 0))
+    state.checkpoint(2.0)
+    seen = []
+    state.foreachRDD(lambda rdd: seen.append(rdd.collect()))
+    ssc.start()
+    snapshots = []
+    try:
+        for _ in range(30):
+            advance(ssc, 1)
+            data = tmp_path / "data"
+            snapshots.append(sorted(p.name for p in data.iterdir()) if data.exists() else [])
+    finally:
+        ssc.stop(stopSparkContext=False)
+    assert seen[-1] == [("k", 30)]
+    # a snapshot every 2 batches, but only those the kept metadata checkpoints refer to stay on disk
+    assert max(len(s) for s in snapshots) <= 6, snapshots[-1]
+    assert not set(snapshots[5]) & set(snapshots[-1]), "the early snapshots must be gone"
+    cp = read_latest(str(tmp_path))
+    assert cp.time_ms == 30_000
