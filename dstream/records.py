@@ -13,6 +13,7 @@ Inside a fused task a partition is either a ``pa.Table`` or an iterable of Pytho
 from __future__ import annotations
 
 import itertools
+import operator
 from typing import Any, Iterable, Iterator, Union
 
 import cloudpickle
@@ -61,8 +62,8 @@ def decode_column(column: pa.ChunkedArray | pa.Array, field: pa.Field) -> list:
     return values
 
 
-def _is_pair(r: Any) -> bool:
-    return type(r) is tuple and len(r) == 2
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 
 def to_table(records: Iterable[Any]) -> pa.Table:
@@ -72,10 +73,9 @@ def to_table(records: Iterable[Any]) -> pa.Table:
     rows = records if isinstance(records, list) else list(records)
     if not rows:
         return EMPTY
-    if all(map(_is_pair, rows)):
-        keys, values = zip(*rows)
-        kf, ka = encode_column(list(keys), "key")
-        vf, va = encode_column(list(values), "value")
+    if set(map(type, rows)) == {tuple} and set(map(len, rows)) == {2}:
+        kf, ka = encode_column(list(map(_first, rows)), "key")
+        vf, va = encode_column(list(map(_second, rows)), "value")
         return pa.Table.from_arrays([ka, va], schema=pa.schema([kf, vf]))
     f, a = encode_column(rows, "value")
     return pa.Table.from_arrays([a], schema=pa.schema([f]))

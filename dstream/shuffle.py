@@ -170,25 +170,39 @@ def count_values(part: Partition) -> Partition:
 _MISSING = object()
 
 
-def combine_rows(rows: Iterable[tuple[Any, Any]], create: Callable, merge: Callable) -> list[tuple[Any, Any]]:
+def combine_rows(rows: Iterable[Any], create: Callable, merge: Callable,
+                 what: str = "a key operation") -> list[tuple[Any, Any]]:
+    """One combiner per key, with a dict; a record that is not a (key, value) pair raises TypeError."""
     combined: dict = {}
     get = combined.get
+    pair = tuple
     if create is _identity:
-        for k, v in rows:
+        for kv in rows:
+            if type(kv) is not pair or len(kv) != 2:
+                _check_pair(kv, what)
+            k, v = kv
             old = get(k, _MISSING)
             combined[k] = v if old is _MISSING else merge(old, v)
     else:
-        for k, v in rows:
+        for kv in rows:
+            if type(kv) is not pair or len(kv) != 2:
+                _check_pair(kv, what)
+            k, v = kv
             old = get(k, _MISSING)
             combined[k] = create(v) if old is _MISSING else merge(old, v)
     return list(combined.items())
 
 
-def combine_values(part: Partition, agg: Aggregator) -> Partition:
+def _check_pair(record: Any, what: str) -> None:
+    if not isinstance(record, tuple) or len(record) != 2:
+        raise TypeError(f"{what} needs (key, value) pairs, got the record {record!r}")
+
+
+def combine_values(part: Partition, agg: Aggregator, what: str = "a key operation") -> Partition:
     """Map-side combine: raw values to one combiner per key."""
     if isinstance(part, pa.Table) and _arrow_applicable(part, agg.arrow_op):
         return arrow_combine(part, agg.arrow_op)
-    return combine_rows(as_rows(part), agg.create_combiner, agg.merge_value)
+    return combine_rows(as_rows(part), agg.create_combiner, agg.merge_value, what)
 
 
 def merge_combiners(part: Partition, agg: Aggregator) -> Partition:
@@ -200,8 +214,8 @@ def merge_combiners(part: Partition, agg: Aggregator) -> Partition:
 
 def _require_pairs(rows: Iterable[Any], what: str) -> Iterable[tuple[Any, Any]]:
     for r in rows:
-        if not isinstance(r, tuple) or len(r) != 2:
-            raise TypeError(f"{what} needs (key, value) pairs, got the record {r!r}")
+        if type(r) is not tuple or len(r) != 2:
+            _check_pair(r, what)
         yield r
 
 
@@ -211,9 +225,7 @@ def write_map_output(parent: Any, map_index: int, shuffle_id: int, n: int,
     """The task of one map partition: combine, bucket and store; return the rows per bucket."""
     part = parent.iterator(map_index, tc)
     if aggregator is not None and map_side_combine:
-        if not isinstance(part, pa.Table) or not is_pair_table(part):
-            part = _require_pairs(as_rows(part), what)
-        part = combine_values(part, aggregator)
+        part = combine_values(part, aggregator, what)
     if isinstance(part, pa.Table) and is_pair_table(part) and partition_func is None:
         buckets = split_table(part, bucket_ids(part.column("key"), part.schema.field("key"), n), n)
     else:
