@@ -8,13 +8,14 @@ run). Operator semantics live in ``dstream``; the scheduler only orders and runs
 from __future__ import annotations
 
 import functools
+import os
 import itertools
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from executors.base import Executor, Task, TaskContext
+from executors.base import Executor, Task, TaskContext, TimedResult
 
 
 class Dataset(Protocol):
@@ -74,11 +75,10 @@ class TaskRecord:
     worker: int
 
 
-def _timed(fn: Callable[[TaskContext], Any], tc: TaskContext) -> tuple[Any, float, float, int]:
-    import os
+def _timed(fn: Callable[[TaskContext], Any], tc: TaskContext) -> TimedResult:
     start = time.time()
     result = fn(tc)
-    return result, start, time.time(), os.getpid()
+    return TimedResult(result, start, time.time(), os.getpid())
 
 
 class DAGScheduler:
@@ -173,9 +173,9 @@ class DAGScheduler:
         if not tasks:
             return []
         outputs = self.executor.run_tasks(tasks)
-        records = [TaskRecord(stage, t.partition_id, s, e, w) for t, (_, s, e, w) in zip(tasks, outputs)]
+        records = [TaskRecord(stage, t.partition_id, o.start, o.end, o.worker) for t, o in zip(tasks, outputs)]
         with self._lock:
             self.task_records.extend(records)
             if len(self.task_records) > self.keep_task_records:
                 del self.task_records[: len(self.task_records) - self.keep_task_records]
-        return [r for r, _, _, _ in outputs]
+        return [o.value for o in outputs]

@@ -4,7 +4,7 @@ Events are delivered on the bus's own thread, in order, so a slow listener never
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import queue
 import threading
@@ -88,6 +88,16 @@ class BatchInfo:
         return self.output_operations
 
 
+def _snapshot(info: Any) -> Any:
+    """A copy of an info as it is now (the driver keeps updating the original); cheap, not deep."""
+    if isinstance(info, BatchInfo):
+        return dataclasses.replace(info, output_operations={
+            k: dataclasses.replace(v) for k, v in info.output_operations.items()})
+    if isinstance(info, OutputOperationInfo):
+        return dataclasses.replace(info)
+    return info
+
+
 class _Event:
     def __init__(self, info: Any) -> None:
         self._info = info
@@ -140,7 +150,7 @@ class ListenerBus:
 
     def post(self, method: str, info: Any) -> None:
         """Queue an event; the info is copied now, so a listener sees it as it was when posted."""
-        self._queue.put((method, _Event(copy.deepcopy(info))))
+        self._queue.put((method, _Event(_snapshot(info))))
 
     def stop(self) -> None:
         if self._thread is not None:

@@ -50,6 +50,11 @@ def _count_partition(_: int, part: Partition) -> list[int]:
     return [part.num_rows if isinstance(part, pa.Table) else sum(1 for _ in part)]
 
 
+def _num_partitions(numPartitions: int | None, rdd: RDD) -> int:
+    """PySpark's default number of partitions for a stream's shuffle: the default parallelism."""
+    return numPartitions if numPartitions is not None else rdd.ctx.defaultParallelism
+
+
 def _with_time(func: Callable, n_rdds: int) -> Callable:
     """Normalise a user function to ``f(time, *rdds)``, accepting ``f(*rdds)`` too (as PySpark does)."""
     if _arity(func) > n_rdds:
@@ -303,19 +308,15 @@ class DStream:
 
     def reduceByKey(self, func: Callable[[Any, Any], Any], numPartitions: int | None = None) -> "DStream":
         return self._rdd_op(f"reduceByKey({_fn_name(func)})", lambda rdd: rdd.reduceByKey(
-            func, self._partitions(numPartitions, rdd)))
-
-    def _partitions(self, numPartitions: int | None, rdd: RDD) -> int:
-        """PySpark's default: the context's default parallelism."""
-        return numPartitions if numPartitions is not None else rdd.ctx.defaultParallelism
+            func, _num_partitions(numPartitions, rdd)))
 
     def combineByKey(self, createCombiner: Callable, mergeValue: Callable, mergeCombiners: Callable,
                      numPartitions: int | None = None) -> "DStream":
         return self._rdd_op("combineByKey", lambda rdd: rdd.combineByKey(
-            createCombiner, mergeValue, mergeCombiners, self._partitions(numPartitions, rdd)))
+            createCombiner, mergeValue, mergeCombiners, _num_partitions(numPartitions, rdd)))
 
     def groupByKey(self, numPartitions: int | None = None) -> "DStream":
-        return self._rdd_op("groupByKey", lambda rdd: rdd.groupByKey(self._partitions(numPartitions, rdd)))
+        return self._rdd_op("groupByKey", lambda rdd: rdd.groupByKey(_num_partitions(numPartitions, rdd)))
 
     def countByValue(self) -> "DStream":
         """(record, count) pairs for each batch."""

@@ -130,11 +130,11 @@ def _arrow_applicable(table: pa.Table, op: str | None) -> bool:
 
 def _sum_fits_int64(values: pa.ChunkedArray) -> bool:
     """No group's sum can overflow int64 (Arrow's sum wraps silently; Python's ints do not)."""
-    try:
-        largest = pc.max(pc.abs_checked(values)).as_py()
-    except pa.ArrowInvalid:  # abs(-2**63) overflows
-        return False
-    return largest * len(values) <= _INT64_MAX
+    bounds = pc.min_max(values)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None:
+        return True
+    return max(abs(low), abs(high)) * len(values) <= _INT64_MAX
 
 
 def _floats_exact(values: pa.ChunkedArray, op: str) -> bool:

@@ -65,17 +65,31 @@ class QueueInputDStream(InputDStream):
 
     def __getstate__(self) -> dict:
         # A checkpoint keeps queued and taken items as records (Spark cannot checkpoint queueStream).
-        self.queue = deque(_records_of(x) for x in self.queue)
-        self.batch_items = {t: _records_of(x) for t, x in self.batch_items.items()}
-        if isinstance(self.default, RDD):
-            self.default = _records_of(self.default)
-        return super().__getstate__()
+        # The live stream keeps its RDDs; each is collected once, then remembered.
+        state = super().__getstate__()
+        state["queue"] = deque(self._records(x) for x in self.queue)
+        state["batch_items"] = {t: self._records(x) for t, x in self.batch_items.items()}
+        state["default"] = None if self.default is None else self._records(self.default)
+        state["_collected"] = {}
+        return state
+
+    def _records(self, item: RDD | list) -> list:
+        if not isinstance(item, RDD):
+            return item
+        cache = self.__dict__.setdefault("_collected", {})
+        if item.id not in cache:
+            cache[item.id] = item.collect()
+        return cache[item.id]
 
     def clear_metadata(self, time_ms: int) -> None:
         super().clear_metadata(time_ms)
         limit = time_ms - (self.remember_ms or self.slide_ms)
         for t in [t for t in self.batch_items if t <= limit]:
             del self.batch_items[t]
+        live = {x.id for x in [*self.queue, *self.batch_items.values(), self.default] if isinstance(x, RDD)}
+        cache = self.__dict__.get("_collected", {})
+        for rdd_id in [i for i in cache if i not in live]:
+            del cache[rdd_id]
 
     @staticmethod
     def _to_rdd(ctx: Any, item: Any) -> RDD:
@@ -93,12 +107,10 @@ class QueueInputDStream(InputDStream):
                 self.queue.clear()
             self.batch_items[time_ms] = rdd
         else:
-            rdd = self._to_rdd(ctx, self.default) if self.default is not None else ctx.emptyRDD()
+            if self.default is not None and not isinstance(self.default, RDD):
+                self.default = self._to_rdd(ctx, self.default)  # a restored list: parallelised once
+            rdd = self.default if self.default is not None else ctx.emptyRDD()
         return rdd
-
-
-def _records_of(item: RDD | list) -> list:
-    return item.collect() if isinstance(item, RDD) else item
 
 
 class FileInputDStream(InputDStream):

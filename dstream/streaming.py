@@ -71,7 +71,7 @@ class DStreamGraph:
                 continue  # output functions run on the driver: pickled only into checkpoints
             for what, func in stream.user_functions():
                 try:
-                    cloudpickle.dumps(func)
+                    _check_picklable(func)
                 except Exception as exc:  # noqa: BLE001
                     raise SerializationError(
                         f"cannot serialise the function {what} ({_fn_name(getattr(func, 'user_func', func))}); "
@@ -164,6 +164,21 @@ class DStreamGraph:
                 inp.stop()
             except Exception:  # noqa: BLE001
                 log.exception("stopping %s", inp)
+
+
+class _FunctionPickler(cloudpickle.CloudPickler):
+    """Pickles a user function without following it into streams, RDDs or contexts it captured
+    (those pickle by their own rules; the check is about the function's own code and captures)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (DStream, RDD, Context)):
+            return (type(None), ())
+        return super().reducer_override(obj)
+
+
+def _check_picklable(func: Callable) -> None:
+    import io
+    _FunctionPickler(io.BytesIO()).dump(func)
 
 
 def _raiser(exc: BaseException) -> Callable[[], None]:

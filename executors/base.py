@@ -54,6 +54,17 @@ def format_exception(exc: BaseException) -> str:
 
 
 @dataclass
+class TimedResult:
+    """A task's result with when (wall clock) and where (process id) it ran. A table inside still
+    travels from a worker process as Arrow IPC."""
+
+    value: Any
+    start: float
+    end: float
+    worker: int
+
+
+@dataclass
 class Task:
     """One unit of work: ``fn(TaskContext)`` for one partition."""
 

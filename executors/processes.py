@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import cloudpickle
 import pyarrow as pa
 
-from executors.base import (Executor, SpeculationConf, Task, TaskError, execute_task, format_exception,
-                            speculatable)
+from executors.base import (Executor, SpeculationConf, Task, TaskError, TimedResult, execute_task,
+                            format_exception, speculatable)
 from executors.blockstore import SharedDirBlockStore, table_from_ipc, table_to_ipc
 
 
@@ -49,9 +49,22 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _encode_result(task_id: int, result: object) -> bytes:
+    """A result for the pipe: tables (also inside a TimedResult) as Arrow IPC, anything else pickled."""
     if isinstance(result, pa.Table):
         return pickle.dumps((task_id, "table", table_to_ipc(result)), protocol=5)
+    if isinstance(result, TimedResult) and isinstance(result.value, pa.Table):
+        timing = (result.start, result.end, result.worker)
+        return pickle.dumps((task_id, "timed_table", (table_to_ipc(result.value), timing)), protocol=5)
     return pickle.dumps((task_id, "value", cloudpickle.dumps(result)), protocol=5)
+
+
+def _decode_result(kind: str, data: Any) -> object:
+    if kind == "table":
+        return table_from_ipc(data)
+    if kind == "timed_table":
+        ipc_bytes, (start, end, worker) = data
+        return TimedResult(table_from_ipc(ipc_bytes), start, end, worker)
+    return cloudpickle.loads(data)
 
 
 def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
@@ -346,7 +359,7 @@ class ProcessExecutor(Executor):
             if won:
                 self.speculative_wins += 1
         try:
-            value = table_from_ipc(data) if kind == "table" else cloudpickle.loads(data)
+            value = cloudpickle.loads(data) if kind == "error" else _decode_result(kind, data)
         except BaseException as exc:  # noqa: BLE001 - a result the driver cannot load fails its task
             kind, value = "error", TaskError(f"loading the result of {p.description or f'task {p.task_id}'}",
                                              RuntimeError(str(exc)), format_exception(exc))
