@@ -61,14 +61,53 @@ def bucket_ids(keys: pa.ChunkedArray, field: pa.Field, n: int) -> np.ndarray:
         return np.mod(values, n).astype(np.int64, copy=False)
     if not is_pickled(field) and any(check(field.type) for check in _HASHABLE_TYPES):
         encoded = pc.dictionary_encode(keys).combine_chunks()
-        per_value = np.fromiter((portable_hash(v) % n for v in encoded.dictionary.to_pylist()),
-                                dtype=np.int64, count=len(encoded.dictionary))
+        hashes = _crc32_strings(encoded.dictionary)
+        if hashes is not None:
+            per_value = np.mod(hashes, n).astype(np.int64)
+        else:
+            per_value = np.fromiter((portable_hash(v) % n for v in encoded.dictionary.to_pylist()),
+                                    dtype=np.int64, count=len(encoded.dictionary))
         indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
         per_value = np.append(per_value, 0)  # index -1 (null key) -> bucket 0
         return per_value[indices]
     from dstream.records import decode_column
     return np.fromiter((portable_hash(k) % n for k in decode_column(keys, field)), dtype=np.int64,
                        count=len(keys))
+
+
+def _crc32_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+_CRC32 = _crc32_table()
+_CRC32_MAX_LEN = 64
+
+
+def _crc32_strings(values: pa.Array) -> np.ndarray | None:
+    """``zlib.crc32`` of every (non-null) string or binary value at once, as ``portable_hash`` computes
+    it one by one; None when the column does not suit (other types, nulls, long values)."""
+    t = values.type
+    if not (pa.types.is_string(t) or pa.types.is_binary(t)) or values.null_count or len(values) == 0:
+        return None
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + len(values) + 1]
+    lengths = np.diff(offsets)
+    if lengths.max(initial=0) > _CRC32_MAX_LEN:
+        return None
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] is not None \
+        else np.zeros(0, dtype=np.uint8)
+    starts = offsets[:-1]
+    crc = np.full(len(values), 0xFFFFFFFF, dtype=np.uint32)
+    for j in range(int(lengths.max(initial=0))):
+        live = np.nonzero(lengths > j)[0]
+        c = crc[live]
+        crc[live] = _CRC32[(c ^ data[starts[live] + j]) & 0xFF] ^ (c >> 8)
+    return crc ^ np.uint32(0xFFFFFFFF)
 
 
 def split_table(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
