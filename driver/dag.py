@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from executors.base import Executor, Task, TaskContext, TimedResult
+from executors.base import Executor, Task, TaskContext, TimedResult, execute_task
 
 
 class Dataset(Protocol):
@@ -92,16 +92,52 @@ class DAGScheduler:
         #: task timings of recent jobs, newest last (bounded)
         self.task_records: list[TaskRecord] = []
         self.keep_task_records = 10_000
+        #: rows each written shuffle holds, from its map tasks' reports
+        self._shuffle_rows: dict[int, int] = {}
+        #: a result stage that reads only shuffles this small (rows in all) runs on the driver
+        self.local_result_max_rows = 4096
+        #: how many result stages ran on the driver (for tests and benchmarks)
+        self.local_result_stages = 0
 
     def run_job(self, rdd: Dataset, func: Callable[[TaskContext], Any] | Callable[[int, TaskContext], Any],
-                partitions: Sequence[int] | None = None, description: str = "job") -> list[Any]:
-        """Run ``func(partition_index, tc)`` on each partition of ``rdd``, parents' shuffles first."""
+                partitions: Sequence[int] | None = None, description: str = "job",
+                local_ok: bool = False) -> list[Any]:
+        """Run ``func(partition_index, tc)`` on each partition of ``rdd``, parents' shuffles first.
+
+        With ``local_ok`` (jobs that only bring results back: collect, count, take), a result stage
+        that reads nothing but small shuffle outputs runs on the driver: it saves a round trip to the
+        executors, which is most of a tiny batch's cost.
+        """
         self.run_stages(self.missing_shuffles([rdd]))
         parts = range(rdd.num_partitions) if partitions is None else partitions
         stage = f"stage {next(self._stage_ids)} ({description})"
         tasks = [Task(functools.partial(_timed, functools.partial(func, i)), i, f"{stage} partition {i}")
                  for i in parts]
+        if local_ok and tasks and self._reads_only_small_shuffles(rdd):
+            self.local_result_stages += 1
+            return [execute_task(t, self.executor.store).value for t in tasks]
         return self._run(stage, tasks)
+
+    def _reads_only_small_shuffles(self, rdd: Dataset) -> bool:
+        """True when every input of ``rdd``'s final stage is a written shuffle, and all are small."""
+        rows, stack, seen = 0, [rdd], set()
+        while stack:
+            r = stack.pop()
+            if r.id in seen:
+                continue
+            seen.add(r.id)
+            if not r.dependencies:
+                return False  # a source (files, parallelised data, cached blocks): size unknown
+            for dep in r.dependencies:
+                if isinstance(dep, ShuffleDependency):
+                    with self._lock:
+                        n = self._shuffle_rows.get(dep.shuffle_id)
+                    if n is None:
+                        return False
+                    rows += n
+                else:
+                    stack.append(dep.rdd)
+        return rows <= self.local_result_max_rows
 
     def run_jobs(self, jobs: Sequence[tuple[Dataset, Callable[[int, TaskContext], Any]]],
                  description: str = "jobs") -> list[list[Any]]:
@@ -156,14 +192,18 @@ class DAGScheduler:
             stage = f"stage {next(self._stage_ids)} (shuffle {','.join(str(d.shuffle_id) for d in wave)})"
             tasks = [Task(functools.partial(_timed, dep.map_task(m)), m, f"{stage} map {m}")
                      for dep in wave for m in range(dep.num_maps)]
-            self._run(stage, tasks)
+            statuses = iter(self._run(stage, tasks))
             with self._lock:
+                for dep in wave:
+                    sizes = [next(statuses) for _ in range(dep.num_maps)]
+                    self._shuffle_rows[dep.shuffle_id] = sum(sum(s) for s in sizes if isinstance(s, list))
                 self._done_shuffles.update(d.shuffle_id for d in wave)
 
     def forget_shuffle(self, shuffle_id: int) -> None:
         """Drop a shuffle's buckets (its dataset is gone)."""
         with self._lock:
             self._done_shuffles.discard(shuffle_id)
+            self._shuffle_rows.pop(shuffle_id, None)
         try:
             self.executor.remove_blocks(f"shuffle_{shuffle_id}_")
         except Exception:  # noqa: BLE001 - best effort during shutdown

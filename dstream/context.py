@@ -105,10 +105,10 @@ class Context:
             self.scheduler.forget_shuffle(shuffle_id)
 
     def run_job(self, rdd: RDD, func: Callable, partitions: Sequence[int] | None = None,
-                description: str = "job") -> list[Any]:
+                description: str = "job", local_ok: bool = False) -> list[Any]:
         if self._stopped:
             raise RuntimeError("this Context has been stopped")
-        return self.scheduler.run_job(rdd, func, partitions, description)
+        return self.scheduler.run_job(rdd, func, partitions, description, local_ok)
 
     # -- public API ---------------------------------------------------------------------------------
     @classmethod

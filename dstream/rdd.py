@@ -460,8 +460,9 @@ class RDD:
 
     # -- actions ------------------------------------------------------------------------------------
     def _run(self, func: Callable[[int, TaskContext], Any], description: str,
-             partitions: Sequence[int] | None = None) -> list[Any]:
-        results = self.ctx.run_job(self, func, partitions, description)
+             partitions: Sequence[int] | None = None, local_ok: bool = True) -> list[Any]:
+        """Run an action's job; ``local_ok``: a small final stage may run on the driver (see DAGScheduler)."""
+        results = self.ctx.run_job(self, func, partitions, description, local_ok)
         self._after_action()
         return results
 
