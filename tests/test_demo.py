@@ -1,7 +1,8 @@
-"""`python -m dstream.demo` runs from any directory and counts every generated word once; the README
-opens with the two commands and its Python examples run as written."""
+"""`python -m dstream.demo` kills its streaming driver with SIGKILL, restarts it and finds exactly-once output;
+the README opens with the two commands and its Python examples run as written."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-SUMMARY = re.compile(r"^summary: (\d+) batches, (\d+) files, (\d+) words written, (\d+) words counted: OK$", re.M)
+VERDICT_OK = re.compile(r"^verdict: OK: final counts equal the (\d+) words written in (\d+) files; (\d+) batches "
+                        r"committed exactly once across (\d+) SIGKILLs; no orphan executors$", re.M)
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _demo(cwd, *args: str) -> subprocess.CompletedProcess:
@@ -17,48 +20,76 @@ def _demo(cwd, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def test_demo_counts_every_word_once(tmp_path):
-    done = _demo(tmp_path, "--seconds", "2")
+def test_demo_survives_two_sigkills_with_exactly_once_output(tmp_path):
+    done = _demo(tmp_path, "--kills", "2", "--batches", "8", "--interval", "0.4")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    m = VERDICT_OK.search(out)
+    assert m, out
+    words, files, batches, kills = map(int, m.groups())
+    assert files == 8 and kills == 2 and words > 0 and batches >= files
+    # The timeline: both kill scenarios, a file arriving while the driver was down, two restores that
+    # recomputed batches, and the killed drivers' executor processes exiting by themselves.
+    assert len(re.findall(r"SIGKILL driver pid \d+", out)) == 2, out
+    assert "while a file was being renamed in" in out
+    assert "(the driver is down)" in out
+    assert len(re.findall(r"started \(restored from the checkpoint of batch", out)) == 2, out
+    assert len(re.findall(r"recovered: [1-9]\d* batches recomputed", out)) == 2, out
+    assert len(re.findall(r"exited by themselves", out)) == 2, out
+    assert "recomputed:" in out  # batch lines of replayed batches
+    # Its temporary directory (input, output, checkpoint) is gone, and nothing was left in the cwd.
+    workdir = re.search(r"checkpoint (\S+)/checkpoint$", out, re.M).group(1)
+    assert not os.path.exists(workdir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_checkpoints_to_a_url_on_threads(tmp_path):
+    """--checkpoint takes an fsspec URL; the thread executor has no worker processes to outlive the driver."""
+    url = (tmp_path / "cp").as_uri()
+    done = _demo(tmp_path, "--kills", "1", "--batches", "4", "--interval", "0.3", "--master", "threads[2]",
+                 "--checkpoint", url)
     assert done.returncode == 0, done.stdout + done.stderr
-    m = SUMMARY.search(done.stdout)
-    assert m, done.stdout
-    batches, files, written, counted = map(int, m.groups())
-    assert batches >= 2 and files >= 2 and written > 0
-    assert written == counted
-    assert "top 5:" in done.stdout
-    assert "scheduling" in done.stdout and "processing" in done.stdout and "total" in done.stdout
-    assert list(tmp_path.iterdir()) == []  # nothing left in the working directory
+    m = VERDICT_OK.search(done.stdout)
+    assert m and m.group(4) == "1", done.stdout
+    assert any(p.name.startswith("checkpoint-") for p in (tmp_path / "cp").iterdir())  # the user's location
+    assert "thread executors" in done.stdout
 
 
-def test_demo_on_threads_with_short_batches(tmp_path):
-    done = _demo(tmp_path, "--seconds", "1", "--interval", "0.2", "--master", "threads[2]")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert SUMMARY.search(done.stdout), done.stdout
+@pytest.mark.parametrize("args, names", [
+    (["--master", "spark://nowhere:7077"], ["--master", "spark://nowhere:7077"]),
+    (["--kills", "3", "--batches", "5"], ["--batches", "8"]),
+    (["--checkpoint", "memory://cp"], ["--checkpoint", "memory://"]),
+])
+def test_demo_rejects_bad_options(tmp_path, args, names):
+    done = _demo(tmp_path, *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    for name in names:
+        assert name in done.stderr
 
 
-def test_demo_rejects_a_bad_master(tmp_path):
-    done = _demo(tmp_path, "--master", "spark://nowhere:7077")
+def test_demo_refuses_a_checkpoint_of_another_job(tmp_path):
+    (tmp_path / "cp").mkdir()
+    (tmp_path / "cp" / "checkpoint-1000").write_bytes(b"not ours")
+    done = _demo(tmp_path, "--checkpoint", str(tmp_path / "cp"))
     assert done.returncode == 2
-    assert "--master" in done.stderr and "spark://nowhere:7077" in done.stderr
+    assert "--checkpoint" in done.stderr and "already holds a checkpoint" in done.stderr
 
 
 def _readme_examples() -> list[str]:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    return re.findall(r"^```python\n(.*?)^```", readme.read_text(), re.M | re.S)
+    return re.findall(r"^```python\n(.*?)^```", README.read_text(), re.M | re.S)
 
 
 def test_readme_starts_with_the_two_commands():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    first_block = re.search(r"^```bash\n(.*?)^```", readme, re.M | re.S).group(1)
+    first_block = re.search(r"^```bash\n(.*?)^```", README.read_text(), re.M | re.S).group(1)
     assert first_block.splitlines() == ["pip install -e . && python -m dstream.demo",
                                         "pip install -e '.[test]' && pytest"]
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_readme_example_runs(tmp_path, index):
     """Every Python block of the README runs as written (asserts included)."""
     examples = _readme_examples()
-    assert len(examples) == 3, "update the parametrisation when README examples are added or removed"
+    assert len(examples) == 4, "update the parametrisation when README examples are added or removed"
     script = tmp_path / "example.py"
     script.write_text(examples[index])
     done = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), capture_output=True, text=True,
