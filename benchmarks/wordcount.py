@@ -225,7 +225,7 @@ def part1(quick: bool) -> Table:
     t.notes.append("job form 'columnar' = lines.mapInArrow(split_into_key_value_batches).reduceByKey(operator.add) "
                    "(the issue's job, PASS/MISS on it);")
     t.notes.append("'columnar/transform' = the same work via .transform(lambda rdd: rdd.reduceByKey(add)): "
-                   "shows what StreamingContext.start's pickling of the queue costs (see README/report).")
+                   "the cost of the DStream operator layer itself (a regression check: the two should match).")
     t.notes.append("start() s = time inside ssc.start(), included in the timing; check = last batch's "
                    f"(distinct, total, count of w0) vs numpy's {expected}.")
     return t
