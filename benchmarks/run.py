@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))
 
-from common import Table, log, pyspark_available  # noqa: E402
+from common import Table, pyspark_available  # noqa: E402
 
 
 def run_part(number: int, quick: bool) -> list[Table]:

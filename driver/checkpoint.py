@@ -86,16 +86,21 @@ def decode(data: bytes, name: str) -> Checkpoint:
             f"{name} was written by dstream {header.get('dstream')} in checkpoint format "
             f"{header.get('format')}; this dstream reads format {FORMAT_VERSION}. Start the job from a new "
             f"checkpoint directory (or run the dstream version that wrote it).")
-    try:
-        cp = cloudpickle.loads(payload)
-    except Exception as exc:  # noqa: BLE001 - code that changed or vanished since it was written
-        raise CheckpointError(
-            f"{name} cannot be restored: its pickled DStream graph no longer loads with the current code "
-            f"({type(exc).__name__}: {exc}). The job's code changed in a way the checkpoint cannot follow; "
-            f"start the job from a new checkpoint directory.") from exc
+    cp = unpickle(payload, name)
     if not isinstance(cp, Checkpoint):
         raise CheckpointError(f"{name} does not hold a dstream Checkpoint")
     return cp
+
+
+def unpickle(data: bytes, what: str) -> Any:
+    """Unpickle checkpointed code; a CheckpointError saying what to do when the code no longer loads."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - code that changed or vanished since it was written
+        raise CheckpointError(
+            f"{what} cannot be restored: it no longer loads with the current code ({type(exc).__name__}: "
+            f"{exc}). The job's code changed in a way the checkpoint cannot follow; start the job from a "
+            f"new checkpoint directory.") from exc
 
 
 class CheckpointWriter:

@@ -12,7 +12,7 @@ import os
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from executors.base import Executor, Task, TaskContext, TimedResult, execute_task

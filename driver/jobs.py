@@ -12,7 +12,7 @@ import logging
 import threading
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal, Protocol
 
 from driver.clock import Clock

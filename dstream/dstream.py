@@ -12,7 +12,6 @@ import inspect
 import operator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-import cloudpickle
 import pyarrow as pa
 
 from dstream.durations import check_multiple, ms_to_datetime, time_to_ms, to_ms

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import posixpath
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import fsspec
 import pyarrow as pa

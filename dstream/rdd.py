@@ -24,7 +24,7 @@ import pyarrow as pa
 from driver.dag import NarrowDependency, ShuffleDependency
 from executors.base import TaskContext
 from dstream import records
-from dstream.records import Partition, as_rows, as_table, to_table
+from dstream.records import Partition, as_rows, as_table
 from dstream.shuffle import (Aggregator, _identity, count_values, merge_combiners, portable_hash, read_bucket,
                              reducer, write_map_output)
 

@@ -78,7 +78,7 @@ class StreamCheckpointer:
 
 def restore(checkpoint: Checkpoint, directory: str, context: Any = None, clock: Any = None) -> "StreamingContext":
     """A StreamingContext rebuilt from ``checkpoint``; ``start()`` then replays the lost batches."""
-    from driver.checkpoint import CheckpointError
+    from driver.checkpoint import CheckpointError, unpickle
     from dstream.context import Context
     from dstream.streaming import DStreamGraph, StreamingContext
     ctx = context
@@ -87,13 +87,8 @@ def restore(checkpoint: Checkpoint, directory: str, context: Any = None, clock: 
         ctx = active if active is not None and not active._stopped else \
             Context(checkpoint.master or "local[*]", conf=checkpoint.conf)
     ssc = StreamingContext(ctx, checkpoint.interval_ms / 1000.0, clock=clock)
-    try:
-        graph = cloudpickle.loads(checkpoint.graph)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(
-            f"the checkpoint of batch {checkpoint.time_ms} in {directory} cannot be restored: its DStream "
-            f"graph no longer loads with the current code ({type(exc).__name__}: {exc}); start the job "
-            f"from a new checkpoint directory") from exc
+    graph = unpickle(checkpoint.graph, f"the DStream graph of the checkpoint of batch {checkpoint.time_ms} in "
+                                       f"{directory}")
     if not isinstance(graph, DStreamGraph):
         raise CheckpointError(f"the checkpoint in {directory} does not hold a DStream graph")
     graph.attach(ssc)

@@ -7,7 +7,6 @@ hash group-bys; any other Python function takes the row path. Both give the same
 """
 from __future__ import annotations
 
-import functools
 import sys
 import zlib
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pyarrow.compute as pc
 
 from driver.dag import ShuffleDependency
 from executors.base import TaskContext
-from dstream.records import EMPTY, Partition, as_rows, as_table, concat, is_pair_table, is_pickled, to_table
+from dstream.records import Partition, as_rows, concat, is_pair_table, is_pickled, to_table
 
 
 def portable_hash(x: Any) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import posixpath
 import uuid
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq

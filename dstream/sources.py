@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import pyarrow as pa
 
 from dstream.dstream import DStream
-from dstream.io import expand_paths, url_to_fs
+from dstream.io import url_to_fs
 from dstream.rdd import RDD
 
 if TYPE_CHECKING:

@@ -18,22 +18,31 @@ def _as_rdd(ssc: Any, initial: RDD | Iterable | None) -> RDD | None:
     return ssc.sparkContext.parallelize(list(initial))
 
 
-class StateDStream(DStream):
-    """updateStateByKey: ``update(new_values, old_state_or_None)`` for every key with new values or state."""
+class _KeyedStateDStream(DStream):
+    """A stream whose RDD at each batch is per-key state built on the previous batch's: cached, and
+    snapshotted every checkpoint interval (so it needs ``StreamingContext.checkpoint``)."""
 
-    def __init__(self, parent: DStream, update: Callable[[list, Any], Any], num_partitions: int | None,
-                 initial: RDD | Iterable | None) -> None:
-        super().__init__(parent._ssc, [parent], name=f"updateStateByKey({_fn_name(update)})")
-        self.update = update
-        self._num_partitions = num_partitions
+    def __init__(self, parent: DStream, name: str, initial: RDD | Iterable | None,
+                 num_partitions: int | None) -> None:
+        super().__init__(parent._ssc, [parent], name=name)
         self._initial = _as_rdd(parent._ssc, initial)
+        self._num_partitions = num_partitions
         self.must_checkpoint = True
         self.must_cache = True
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["_initial"] = None
+        state["_initial"] = None  # used by the first batch only; a restored stream has snapshots
         return state
+
+
+class StateDStream(_KeyedStateDStream):
+    """updateStateByKey: ``update(new_values, old_state_or_None)`` for every key with new values or state."""
+
+    def __init__(self, parent: DStream, update: Callable[[list, Any], Any], num_partitions: int | None,
+                 initial: RDD | Iterable | None) -> None:
+        super().__init__(parent, f"updateStateByKey({_fn_name(update)})", initial, num_partitions)
+        self.update = update
 
     def compute(self, time_ms: int) -> RDD | None:
         parent = self.dependencies[0]
@@ -144,23 +153,14 @@ class _StateSnapshots(DStream):
         return None if rdd is None else rdd.filter(lambda kv: kv[1][1] is not None).mapValues(lambda s: s[0])
 
 
-class _MapWithStateInternal(DStream):
+class _MapWithStateInternal(_KeyedStateDStream):
     """Per key: (state value, last update time or None when gone, mapped records of this batch)."""
 
     def __init__(self, parent: DStream, func: Callable, timeout_ms: int | None,
                  initial: RDD | Iterable | None, num_partitions: int | None) -> None:
-        super().__init__(parent._ssc, [parent], name=f"mapWithState({_fn_name(func)}) state")
+        super().__init__(parent, f"mapWithState({_fn_name(func)}) state", initial, num_partitions)
         self.func = func
         self.timeout_ms = timeout_ms
-        self._initial = _as_rdd(parent._ssc, initial)
-        self._num_partitions = num_partitions
-        self.must_checkpoint = True
-        self.must_cache = True
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_initial"] = None
-        return state
 
     def compute(self, time_ms: int) -> RDD | None:
         parent = self.dependencies[0]

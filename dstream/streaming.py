@@ -7,11 +7,11 @@ from typing import Any, Callable, ClassVar, Iterable, Literal
 
 import cloudpickle
 
-from driver.clock import Clock, ManualClock, SystemClock
+from driver.clock import Clock, SystemClock
 from driver.jobs import Job, JobGenerator, JobScheduler
 from driver.listener import ListenerBus, StreamingListener
 from dstream.context import Context
-from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream, _with_time
+from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
 from dstream.durations import ms_to_datetime, to_ms
 from dstream.rdd import RDD, _fn_name
 

@@ -9,7 +9,7 @@ time t it covers the parent's batches in (t - W, t]::
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from dstream.dstream import DStream, materialised
 from dstream.rdd import RDD

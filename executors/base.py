@@ -15,7 +15,7 @@ import statistics
 import traceback
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, wait, FIRST_EXCEPTION
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from executors.blockstore import BlockStore

@@ -39,30 +39,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class WordCountDriver:
-    """The stateful word count app in its own process, restartable from its checkpoint."""
+class AppProcess:
+    """A driver script in its own process that prints JSON progress lines; killed and restarted by tests."""
 
-    def __init__(self, root: Path, *extra: str) -> None:
-        self.input = root / "in"
-        self.staging = root / "staging"
-        self.output_prefix = str(root / "out" / "counts")
-        self.checkpoint = root / "checkpoint"
+    def __init__(self, root: Path) -> None:
         self.stderr_path = root / "stderr.log"
-        for d in (self.input, self.staging):
-            d.mkdir(parents=True, exist_ok=True)
-        self.extra = list(extra)
+        self._stderr = open(self.stderr_path, "ab")
         self.proc: subprocess.Popen | None = None
         self.events: list[dict] = []
-        self.truth: collections.Counter = collections.Counter()
-        self._files = 0
-        self._stderr = open(self.stderr_path, "ab")
 
-    # -- process control ----------------------------------------------------------------------------
-    def start(self, timeout: float = 30) -> dict:
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30, env: dict | None = None) -> dict:
         self.events = []
-        self.proc = subprocess.Popen(
-            [sys.executable, str(APP), str(self.input), self.output_prefix, str(self.checkpoint), *self.extra],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.proc = subprocess.Popen([sys.executable, *self.argv()], stdout=subprocess.PIPE, stderr=self._stderr,
+                                     text=True, env=env)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         return wait_until(lambda: next((e for e in self.events if "started" in e), None), timeout,
                           "the driver to start")
@@ -77,15 +69,9 @@ class WordCountDriver:
     def started(self) -> dict:
         return next(e for e in self.events if "started" in e)
 
-    def batches_done(self) -> list[int]:
-        return [e["batch"] for e in self.events if "batch" in e]
-
-    def kill(self) -> list[int]:
-        """SIGKILL the driver; return its worker pids (which must then exit by themselves)."""
-        workers = self.started()["workers"]
+    def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
-        return workers
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -96,6 +82,34 @@ class WordCountDriver:
     def stderr(self) -> str:
         self._stderr.flush()
         return self.stderr_path.read_text()
+
+
+class WordCountDriver(AppProcess):
+    """The stateful word count app (tests/apps/stateful_wordcount.py), restartable from its checkpoint."""
+
+    def __init__(self, root: Path, *extra: str) -> None:
+        super().__init__(root)
+        self.input = root / "in"
+        self.staging = root / "staging"
+        self.output_prefix = str(root / "out" / "counts")
+        self.checkpoint = root / "checkpoint"
+        for d in (self.input, self.staging):
+            d.mkdir(parents=True, exist_ok=True)
+        self.extra = list(extra)
+        self.truth: collections.Counter = collections.Counter()
+        self._files = 0
+
+    def argv(self) -> list[str]:
+        return [str(APP), str(self.input), self.output_prefix, str(self.checkpoint), *self.extra]
+
+    def batches_done(self) -> list[int]:
+        return [e["batch"] for e in self.events if "batch" in e]
+
+    def kill(self) -> list[int]:
+        """SIGKILL the driver; return its worker pids (which must then exit by themselves)."""
+        workers = self.started()["workers"]
+        super().kill()
+        return workers
 
     # -- input and output ---------------------------------------------------------------------------
     def write_file(self, words: list[str], lines: int = 1) -> None:

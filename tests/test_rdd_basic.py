@@ -5,7 +5,6 @@ Expected values are PySpark's docstring examples (python/pyspark/rdd.py, context
 from __future__ import annotations
 
 import operator
-import os
 
 import pandas as pd
 import pyarrow as pa

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import ast
 import collections
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -24,7 +20,7 @@ from driver.checkpoint import read_latest
 from dstream import ManualClock, StreamingContext
 from dstream.testing import advance, collect_timed
 
-from .recovery_harness import wait_until
+from .recovery_harness import AppProcess, wait_until
 
 APP = Path(__file__).parent / "apps" / "socket_app.py"
 
@@ -80,7 +76,10 @@ def wal_segments(checkpoint: Path) -> dict[str, list[str]]:
     """Every write-ahead log segment under a checkpoint directory: name -> its complete lines."""
     out = {}
     for seg in sorted((checkpoint / "wal").glob("*/segment-*")):
-        out[seg.name] = seg.read_bytes().decode("utf-8").split("\n")[:-1]
+        try:
+            out[seg.name] = seg.read_bytes().decode("utf-8").split("\n")[:-1]
+        except FileNotFoundError:
+            continue  # deleted by the clean-up between the listing and the read
     return out
 
 
@@ -186,47 +185,20 @@ def test_restart_replays_recorded_batches_and_buffers_unbatched_lines(ssc, clock
 
 # -- a real driver process, killed with SIGKILL -----------------------------------------------------------
 
-class SocketApp:
+class SocketApp(AppProcess):
     """tests/apps/socket_app.py in its own process, restartable from its checkpoint."""
 
     def __init__(self, root: Path, port: int) -> None:
+        super().__init__(root)
         self.port = port
         self.output = root / "out"
         self.checkpoint = root / "checkpoint"
-        self._stderr = open(root / "stderr.log", "ab")
-        self.stderr_path = root / "stderr.log"
-        self.proc: subprocess.Popen | None = None
-        self.events: list[dict] = []
+
+    def argv(self) -> list[str]:
+        return [str(APP), "127.0.0.1", str(self.port), str(self.output), str(self.checkpoint), "--interval", "0.25"]
 
     def start(self, slow: float = 0.0) -> dict:
-        self.events = []
-        env = dict(os.environ, SOCKET_APP_SLOW=str(slow))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(APP), "127.0.0.1", str(self.port), str(self.output), str(self.checkpoint),
-             "--interval", "0.25"], stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        return wait_until(lambda: next((e for e in self.events if "started" in e), None), 20, "the driver to start")
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                pass
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._stderr.close()
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text()
+        return super().start(20, env=dict(os.environ, SOCKET_APP_SLOW=str(slow)))
 
     def committed(self, kind: str) -> dict[int, list[str]]:
         """Each committed ``kind`` (lines or counts) output directory's lines, by batch time."""
