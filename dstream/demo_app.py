@@ -51,9 +51,16 @@ def add_counts(new: list[int], old: int | None) -> int:
     return sum(new) + (old or 0)
 
 
+_emit_lock = threading.Lock()
+
+
 def emit(event: str, **fields: Any) -> None:
-    """One progress line (JSON) on stdout."""
-    print(json.dumps({"event": event, "wall": time.time(), **fields}), flush=True)
+    """One progress line (JSON) on stdout, written whole: the listener's thread and the main thread both
+    emit, and ``print`` writes the text and its newline separately, so lines could interleave."""
+    line = json.dumps({"event": event, "wall": time.time(), **fields}) + "\n"
+    with _emit_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 class Progress(StreamingListener):

@@ -11,12 +11,25 @@ seconds (read when the batch runs, so a restarted driver can run at full speed).
 """
 import argparse
 import json
+import sys
+import threading
 import logging
 import os
 import time
 
 from dstream import Context, StreamingContext, StreamingListener
 
+
+
+_emit_lock = threading.Lock()
+
+
+def emit(obj: dict) -> None:
+    """One JSON line on stdout, written whole (the listener thread and the main thread both write)."""
+    line = json.dumps(obj) + "\n"
+    with _emit_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -49,12 +62,12 @@ def main() -> None:
 
     class Progress(StreamingListener):
         def onBatchCompleted(self, batchCompleted):
-            print(json.dumps({"batch": batchCompleted.batchInfo().batchTime()}), flush=True)
+            emit({"batch": batchCompleted.batchInfo().batchTime()})
 
     ssc.addStreamingListener(Progress())
     ssc.start()
-    print(json.dumps({"started": time.time(), "restored": ssc._restored_from is not None,
-                      "replayed": getattr(ssc, "replayed_times", [])}), flush=True)
+    emit({"started": time.time(), "restored": ssc._restored_from is not None,
+          "replayed": getattr(ssc, "replayed_times", [])})
     ssc.awaitTermination()
 
 

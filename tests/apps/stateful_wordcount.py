@@ -10,11 +10,24 @@ tasks long enough to overlap); ``--task-log`` writes the task timings of the par
 """
 import argparse
 import json
+import sys
+import threading
 import logging
 import time
 
 from dstream import Context, StreamingContext, StreamingListener
 
+
+
+_emit_lock = threading.Lock()
+
+
+def emit(obj: dict) -> None:
+    """One JSON line on stdout, written whole (the listener thread and the main thread both write)."""
+    line = json.dumps(obj) + "\n"
+    with _emit_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -49,7 +62,7 @@ def main() -> None:
 
     class Progress(StreamingListener):
         def onBatchCompleted(self, batchCompleted):
-            print(json.dumps({"batch": batchCompleted.batchInfo().batchTime()}), flush=True)
+            emit({"batch": batchCompleted.batchInfo().batchTime()})
             if args.task_log:
                 records = [r.__dict__ for r in ctx.scheduler.task_records if "parallel recovery" in r.stage]
                 with open(args.task_log, "w") as f:
@@ -57,9 +70,8 @@ def main() -> None:
 
     ssc.addStreamingListener(Progress())
     ssc.start()
-    print(json.dumps({"started": time.time(), "restored": ssc._restored_from is not None,
-                      "replayed": getattr(ssc, "replayed_times", []),
-                      "workers": ctx.executor.worker_pids()}), flush=True)
+    emit({"started": time.time(), "restored": ssc._restored_from is not None,
+          "replayed": getattr(ssc, "replayed_times", []), "workers": ctx.executor.worker_pids()})
     ssc.awaitTermination()
 
 
