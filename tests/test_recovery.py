@@ -151,6 +151,24 @@ def test_getOrCreate_calls_setup_only_when_there_is_no_checkpoint(ctx, tmp_path)
     assert _read_batch(prefix, 4000) == [("a", 13), ("b", 6)]
 
 
+def test_getActiveOrCreate_restores_from_the_checkpoint_when_none_is_active(ctx, tmp_path):
+    checkpoint, prefix = str(tmp_path / "cp"), str(tmp_path / "out" / "state")
+    ssc = StreamingContext.getActiveOrCreate(checkpoint, _setup(ctx, checkpoint, prefix, ManualClock()))
+    ssc.start()
+    advance(ssc, 1)
+    assert StreamingContext.getActiveOrCreate(checkpoint, lambda: None) is ssc  # the active one
+    ssc.stop(stopSparkContext=False)
+
+    def must_not_run():
+        raise AssertionError("setup must not be called when a checkpoint exists")
+
+    restored = StreamingContext.getActiveOrCreate(checkpoint, must_not_run)
+    try:
+        assert restored is not ssc and restored._restored_from.time_ms == 1000
+    finally:
+        restored.stop(stopSparkContext=False)
+
+
 def _write_raw(directory: Path, t_ms: int, header: dict, payload: bytes) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     h = json.dumps(header).encode()
