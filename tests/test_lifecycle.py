@@ -11,13 +11,11 @@ import pytest
 from dstream import Context, ManualClock, StreamingContext, StreamingListener, SystemClock
 from dstream.testing import advance, collect, collect_timed
 
+from .recovery_harness import wait_until
+
 
 def _wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+    wait_until(predicate, timeout, what, interval=0.005)
 
 
 # -- the active context ---------------------------------------------------------------------------------

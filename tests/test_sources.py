@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 import uuid
 
 import fsspec
@@ -16,13 +15,11 @@ import pytest
 from dstream import StreamingContext
 from dstream.testing import advance, collect, collect_timed
 
+from .recovery_harness import wait_until
+
 
 def _wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+    wait_until(predicate, timeout, what, interval=0.005)
 
 
 # -- queueStream ----------------------------------------------------------------------------------------

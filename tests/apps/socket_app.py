@@ -10,26 +10,14 @@ While the environment variable SOCKET_APP_SLOW is set, each batch with lines fir
 seconds (read when the batch runs, so a restarted driver can run at full speed).
 """
 import argparse
-import json
-import sys
-import threading
 import logging
 import os
 import time
 
+from progress import emit  # noqa: E402 - tests/apps is the script's directory
 from dstream import Context, StreamingContext, StreamingListener
 
 
-
-_emit_lock = threading.Lock()
-
-
-def emit(obj: dict) -> None:
-    """One JSON line on stdout, written whole (the listener thread and the main thread both write)."""
-    line = json.dumps(obj) + "\n"
-    with _emit_lock:
-        sys.stdout.write(line)
-        sys.stdout.flush()
 
 def main() -> None:
     p = argparse.ArgumentParser()

@@ -1,0 +1,174 @@
+"""The Dask executor backend, on a real two-process ``distributed.LocalCluster``.
+
+``ExecutorSuite`` (every backend's shared behaviour) runs on it as it does on threads and processes; then
+the Dask-specific parts: tasks run in the cluster's worker processes, code travels by value, bad tasks and
+results fail clearly, masters and ``block_dir``, who closes the Client; and end to end, a Context made from
+a Client and from a ``dask://`` address runs a word count and a streaming batch.
+"""
+from __future__ import annotations
+
+import operator
+import os
+import threading
+
+import pyarrow as pa
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from driver.clock import ManualClock  # noqa: E402
+from dstream import Context, StreamingContext  # noqa: E402
+from dstream.context import make_executor  # noqa: E402
+from dstream.testing import advance, collect  # noqa: E402
+from executors import Task, TaskError, get_backend  # noqa: E402
+from executors.dask import DaskExecutor  # noqa: E402
+from tests.test_executors import ExecutorSuite  # noqa: E402
+
+LINES = ["a b a", "c b a", "", "d"]
+COUNTS = [("a", 3), ("b", 2), ("c", 1), ("d", 1)]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def dask_executor(client):
+    ex = DaskExecutor(client)
+    yield ex
+    ex.shutdown()
+
+
+def _worker_pids(client) -> set[int]:
+    return set(client.run(os.getpid).values())
+
+
+class TestDaskExecutor(ExecutorSuite):
+    @pytest.fixture
+    def executor(self, dask_executor):
+        return dask_executor
+
+    def test_num_workers_counts_the_cluster_threads(self, executor):
+        assert executor.num_workers == 2
+
+    def test_tasks_run_in_the_cluster_worker_processes(self, executor, client):
+        pids = executor.run_tasks([Task(lambda tc: os.getpid(), i) for i in range(4)])
+        assert os.getpid() not in pids
+        assert set(pids) <= _worker_pids(client)
+
+    def test_functions_travel_with_cloudpickle(self, executor):
+        offset = 1000
+
+        def local_function(tc):  # not importable by a worker: shipped by value
+            return tc.partition_id + offset
+
+        assert executor.run_tasks([Task(local_function, 1), Task(lambda tc: [tc.partition_id] * 2, 2)]) \
+            == [1001, [2, 2]]
+
+    def test_task_that_cannot_be_pickled_fails_clearly(self, executor):
+        lock = threading.Lock()
+        with pytest.raises(TaskError, match=r"serialising stage 2 \(count\) partition 0.*lock"):
+            executor.submit_task(Task(lambda tc: lock.locked(), 0, "stage 2 (count) partition 0"))
+
+    def test_result_that_cannot_be_pickled_fails_the_task_not_the_cluster(self, executor, client):
+        pids = _worker_pids(client)
+        with pytest.raises(TaskError, match=r"sending the result of stage 3 partition 0.*lock"):
+            executor.run_tasks([Task(lambda tc: threading.Lock(), 0, "stage 3 partition 0")])
+        assert _worker_pids(client) == pids
+        assert executor.run_tasks([Task(lambda tc: "next", 0)]) == ["next"]
+
+
+# -- masters, block_dir, shutdown -----------------------------------------------------------------------
+def test_backend_is_registered_under_dask():
+    assert get_backend("dask") is DaskExecutor
+
+
+@pytest.mark.parametrize("master", [42, "dask:/nohost", "local[2]"])
+def test_bad_masters_are_rejected_naming_the_master(master):
+    with pytest.raises(ValueError, match="master"):
+        DaskExecutor(master)
+
+
+def test_address_master_gets_its_own_client_closed_at_shutdown(cluster):
+    port = cluster.scheduler_address.rsplit(":", 1)[1]
+    ex = make_executor(f"dask://127.0.0.1:{port}")
+    assert isinstance(ex, DaskExecutor) and ex.num_workers == 2
+    assert ex.run_tasks([Task(lambda tc: tc.partition_id * 2, i) for i in range(3)]) == [0, 2, 4]
+    ex.shutdown()
+    assert ex.client.status == "closed"
+    with pytest.raises(RuntimeError, match="shut down"):
+        ex.submit_task(Task(lambda tc: 1, 0))
+    ex.shutdown()  # twice is harmless
+
+
+def test_shutdown_leaves_a_given_client_open_and_removes_blocks(client):
+    ex = DaskExecutor(client)
+    ex.store.put("b_0", pa.table({"x": [1]}))
+    directory = ex.store.directory
+    ex.shutdown()
+    assert not os.path.exists(directory)
+    assert client.status == "running"
+    assert client.submit(operator.add, 1, 2).result() == 3
+
+
+def test_block_dir_holds_the_blocks_workers_write(client, tmp_path):
+    def write(tc):
+        tc.store.put(f"w_{tc.partition_id}", pa.table({"p": [tc.partition_id]}))
+        return tc.store.directory
+
+    ex = DaskExecutor(client, block_dir=str(tmp_path))
+    try:
+        dirs = ex.run_tasks([Task(write, i) for i in range(2)])
+        assert set(dirs) == {ex.store.directory}
+        assert os.path.dirname(ex.store.directory) == str(tmp_path)
+        assert sorted(os.listdir(ex.store.directory)) == ["w_0.arrow", "w_1.arrow"]
+        assert ex.store.get("w_1").column("p").to_pylist() == [1]
+    finally:
+        ex.shutdown()
+    assert os.listdir(tmp_path) == []  # its subdirectory went; the given directory stays
+    with pytest.raises(ValueError, match="block_dir"):
+        DaskExecutor(client, block_dir=str(tmp_path / "missing"))
+
+
+# -- end to end -----------------------------------------------------------------------------------------
+def _word_count(ctx: Context) -> list:
+    rdd = ctx.parallelize(LINES, 3).flatMap(str.split).map(lambda w: (w, 1)).reduceByKey(operator.add)
+    return sorted(rdd.collect())
+
+
+def test_context_from_a_client_runs_a_word_count(client):
+    with Context(client) as ctx:
+        assert ctx.defaultParallelism == 2
+        assert _word_count(ctx) == COUNTS
+        # a cached partition written by a worker is read back by the next job
+        cached = ctx.parallelize(range(10), 2).map(lambda x: x * x).cache()
+        assert cached.sum() == 285 and cached.count() == 10
+    assert client.status == "running"
+
+
+def test_context_from_an_address_runs_a_word_count_and_a_stream(cluster):
+    port = cluster.scheduler_address.rsplit(":", 1)[1]
+    ctx = Context(f"dask://127.0.0.1:{port}")
+    try:
+        assert _word_count(ctx) == COUNTS
+        ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+        words = ssc.queueStream([["a b", "b"], ["c a c"]]).flatMap(str.split)
+        out = collect(words.map(lambda w: (w, 1)).reduceByKey(operator.add), sort=True)
+        ssc.start()
+        try:
+            advance(ssc, 2)
+        finally:
+            ssc.stop(stopSparkContext=False)
+        assert out == [[("a", 1), ("b", 2)], [("a", 1), ("c", 2)]]
+    finally:
+        ctx.stop()
+    assert ctx.executor.client.status == "closed"
