@@ -2,7 +2,7 @@
 
 An executor knows tasks and Arrow tables, not streams or RDDs. Two methods are required (``submit`` and
 ``shutdown``); ``run_tasks`` derives from them. Backends: ``threads`` (ThreadExecutor), ``processes``
-(ProcessExecutor) and, later, ``dask``; they register by name and import lazily, as fsspec's do.
+(ProcessExecutor) and ``dask`` (an existing Dask cluster); they register by name and import lazily, as fsspec's do.
 
 Speculation (Spark's ``spark.speculation``) is described by ``SpeculationConf``; ``speculatable`` is the
 pure rule deciding which running tasks of a stage get a backup copy. Backends that can run a copy use them.

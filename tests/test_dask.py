@@ -7,7 +7,9 @@ a Client and from a ``dask://`` address runs a word count and a streaming batch.
 """
 from __future__ import annotations
 
+import functools
 import operator
+import time
 import os
 import threading
 
@@ -46,6 +48,12 @@ def dask_executor(client):
     ex = DaskExecutor(client)
     yield ex
     ex.shutdown()
+
+
+def _wait_for_file(path: str, tc) -> None:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _worker_pids(client) -> set[int]:
@@ -98,13 +106,19 @@ def test_bad_masters_are_rejected_naming_the_master(master):
         DaskExecutor(master)
 
 
-def test_address_master_gets_its_own_client_closed_at_shutdown(cluster):
+@pytest.mark.parametrize("scheme", ["dask", "tcp"])
+def test_address_master_gets_its_own_client_closed_at_shutdown(cluster, scheme, tmp_path):
     port = cluster.scheduler_address.rsplit(":", 1)[1]
-    ex = make_executor(f"dask://127.0.0.1:{port}")
+    ex = make_executor(f"{scheme}://127.0.0.1:{port}")
     assert isinstance(ex, DaskExecutor) and ex.num_workers == 2
     assert ex.run_tasks([Task(lambda tc: tc.partition_id * 2, i) for i in range(3)]) == [0, 2, 4]
+    release = tmp_path / "release"
+    slow = ex.submit_task(Task(functools.partial(_wait_for_file, str(release)), 0))
     ex.shutdown()
     assert ex.client.status == "closed"
+    with pytest.raises(RuntimeError, match="shut down while running"):
+        slow.result(timeout=5)  # a task still running fails, it does not hang its waiter
+    release.touch()  # frees the worker thread (Dask cannot stop a running task)
     with pytest.raises(RuntimeError, match="shut down"):
         ex.submit_task(Task(lambda tc: 1, 0))
     ex.shutdown()  # twice is harmless
