@@ -4,6 +4,14 @@ from __future__ import annotations
 import pytest
 
 from dstream import Context, ManualClock, StreamingContext
+from executors.blockstore import SharedDirBlockStore
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_block_dirs():
+    """Drivers killed by the recovery tests leave their /dev/shm block directories; remove them at the end."""
+    yield
+    SharedDirBlockStore.remove_orphans()
 
 
 @pytest.fixture(scope="session")
