@@ -70,6 +70,25 @@ def run_stream(ctx: Context, inputs: list[Iterable[Any]], operation: Callable[[D
     return out
 
 
+def run_two_streams(ctx: Context, inputs1: list[Iterable[Any]], inputs2: list[Iterable[Any]],
+                    operation: Callable[[DStream, DStream], DStream], num_batches: int | None = None,
+                    sort: bool = True) -> list[list[Any]]:
+    """Like ``run_stream`` for an operation on two queue streams (joins, union, transformWith).
+
+    Runs ``num_batches`` batches (default: as many as the longer input has).
+    """
+    ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+    try:
+        a = ssc.queueStream([list(x) for x in inputs1])
+        b = ssc.queueStream([list(x) for x in inputs2])
+        out = collect(operation(a, b), sort=sort)
+        ssc.start()
+        advance(ssc, num_batches or max(len(inputs1), len(inputs2)))
+    finally:
+        ssc.stop(stopSparkContext=False)
+    return out
+
+
 def needs_checkpoint(ssc: StreamingContext) -> bool:
     """True when the context has stateful streams but no checkpoint directory yet."""
     return ssc._checkpoint_dir is None and any(s.must_checkpoint for s in ssc._graph.all_streams())

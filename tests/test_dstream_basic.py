@@ -16,7 +16,7 @@ import pytest
 
 from driver.jobs import BatchError
 from dstream import ManualClock, StreamingContext
-from dstream.testing import advance, collect, run_stream
+from dstream.testing import run_two_streams, advance, collect, run_stream
 
 INPUT = [range(1, 5), range(5, 9), range(9, 13)]
 
@@ -114,27 +114,14 @@ def test_count_of_pickled_records(ctx):
 # -- several streams ---------------------------------------------------------------------------------
 
 
-def two_stream_run(ctx, input1, input2, func, num_batches=None, sort=True):
-    ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
-    try:
-        a = ssc.queueStream([list(x) for x in input1])
-        b = ssc.queueStream([list(x) for x in input2])
-        out = collect(func(a, b), sort=sort)
-        ssc.start()
-        advance(ssc, num_batches or len(input1))
-    finally:
-        ssc.stop(stopSparkContext=False)
-    return out
-
-
 def test_union(any_ctx):
-    out = two_stream_run(any_ctx, [range(3), range(5), range(6)], [range(3, 6), range(5, 6)],
+    out = run_two_streams(any_ctx, [range(3), range(5), range(6)], [range(3, 6), range(5, 6)],
                          lambda a, b: a.union(b))
     assert [sorted(x) for x in out] == [list(range(6))] * 3
 
 
 def test_union_of_typed_and_pickled_records(ctx):
-    out = two_stream_run(ctx, [[1, 2]], [["x", (1, 2)]], lambda a, b: a.union(b), sort=False)
+    out = run_two_streams(ctx, [[1, 2]], [["x", (1, 2)]], lambda a, b: a.union(b), sort=False)
     assert out == [[1, 2, "x", (1, 2)]]
 
 
@@ -181,7 +168,7 @@ def test_transform_must_return_an_rdd(ssc):
 
 
 def test_transformWith(ctx):
-    out = two_stream_run(ctx, [[1, 2], [3]], [[10], [20]], lambda a, b: a.transformWith(
+    out = run_two_streams(ctx, [[1, 2], [3]], [[10], [20]], lambda a, b: a.transformWith(
         lambda x, y: x.cartesian(y).map(lambda p: p[0] * p[1]), b))
     assert out == [[10, 20], [60]]
 
@@ -193,7 +180,7 @@ def test_transformWith_time_gets_a_datetime(ctx):
         seen.append(time)
         return x.union(y)
 
-    out = two_stream_run(ctx, [[1], [2]], [["a"], []], lambda a, b: a.transformWith(func, b), sort=False)
+    out = run_two_streams(ctx, [[1], [2]], [["a"], []], lambda a, b: a.transformWith(func, b), sort=False)
     assert out == [[1, "a"], [2]]
     assert seen == [batch_time(1), batch_time(2)]
 
@@ -205,9 +192,9 @@ def test_streaming_context_transform(ctx):
         seen.append(time)
         return rdds[0].union(rdds[1])
 
-    out_plain = two_stream_run(ctx, [[1], [2]], [[3], [4]], lambda a, b: a.context().transform(
+    out_plain = run_two_streams(ctx, [[1], [2]], [[3], [4]], lambda a, b: a.context().transform(
         [a, b], lambda rdds: rdds[0].union(rdds[1]).map(lambda x: x * 10)))
-    out_time = two_stream_run(ctx, [[1], [2]], [[3], [4]], lambda a, b: a.context().transform([a, b], with_time))
+    out_time = run_two_streams(ctx, [[1], [2]], [[3], [4]], lambda a, b: a.context().transform([a, b], with_time))
     assert out_plain == [[10, 30], [20, 40]]
     assert out_time == [[1, 3], [2, 4]]
     assert seen == [batch_time(1), batch_time(2)]

@@ -9,26 +9,12 @@ import operator
 
 import pytest
 
-from dstream import ManualClock, StreamingContext
 from dstream.shuffle import portable_hash
-from dstream.testing import advance, collect, run_stream
+from dstream.testing import run_two_streams, advance, run_stream
 
 
 def by_repr(batches):
     return [sorted(b, key=repr) for b in batches]
-
-
-def two_stream_run(ctx, input1, input2, func, num_batches=None):
-    ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
-    try:
-        a = ssc.queueStream([list(x) for x in input1])
-        b = ssc.queueStream([list(x) for x in input2])
-        out = collect(func(a, b), sort=True)
-        ssc.start()
-        advance(ssc, num_batches or max(len(input1), len(input2)))
-    finally:
-        ssc.stop(stopSparkContext=False)
-    return out
 
 
 # -- per-key reductions ------------------------------------------------------------------------------
@@ -151,7 +137,7 @@ def test_cogroup(any_ctx):
               [(1, 1), (1, 1), (1, 1), (2, 1)],
               [("a", 1), ("a", 1), ("b", 1), ("", 1), ("", 1)]]
     input2 = [[(1, 2)], [(4, 1)], [("a", 1), ("a", 1), ("b", 1), ("", 1), ("", 2)]]
-    out = two_stream_run(any_ctx, input1, input2,
+    out = run_two_streams(any_ctx, input1, input2,
                          lambda a, b: a.cogroup(b).mapValues(lambda vs: tuple(map(list, vs))))
     assert out == by_repr([[(1, ([1], [2])), (2, ([1], [])), (3, ([1], []))],
                            [(1, ([1, 1, 1], [])), (2, ([1], [])), (4, ([], [1]))],
@@ -169,11 +155,11 @@ RIGHT = [[("b", 3), ("c", 4)]]
     ("fullOuterJoin", [("a", (1, None)), ("b", (2, 3)), ("c", (None, 4))]),
 ])
 def test_joins(ctx, op, expected):
-    assert two_stream_run(ctx, LEFT, RIGHT, lambda a, b: getattr(a, op)(b)) == [expected]
+    assert run_two_streams(ctx, LEFT, RIGHT, lambda a, b: getattr(a, op)(b)) == [expected]
 
 
 def test_join_on_processes(pctx):
-    assert two_stream_run(pctx, LEFT, RIGHT, lambda a, b: a.fullOuterJoin(b, 3)) == \
+    assert run_two_streams(pctx, LEFT, RIGHT, lambda a, b: a.fullOuterJoin(b, 3)) == \
         [[("a", (1, None)), ("b", (2, 3)), ("c", (None, 4))]]
 
 
@@ -185,12 +171,12 @@ def test_join_on_processes(pctx):
     ("fullOuterJoin", [[("k", (1, None))], [("k", (None, 2))], []]),
 ])
 def test_joins_with_a_side_empty(ctx, op, expected):
-    out = two_stream_run(ctx, [[("k", 1)], [], []], [[], [("k", 2)], []], lambda a, b: getattr(a, op)(b))
+    out = run_two_streams(ctx, [[("k", 1)], [], []], [[], [("k", 2)], []], lambda a, b: getattr(a, op)(b))
     assert out == expected
 
 
 def test_join_multiplies_matching_values(ctx):
-    out = two_stream_run(ctx, [[("k", 1), ("k", 2), ("x", 0)]], [[("k", "a"), ("k", "b"), ("y", 9)]],
+    out = run_two_streams(ctx, [[("k", 1), ("k", 2), ("x", 0)]], [[("k", "a"), ("k", "b"), ("y", 9)]],
                          lambda a, b: a.join(b))
     assert out == [[("k", (1, "a")), ("k", (1, "b")), ("k", (2, "a")), ("k", (2, "b"))]]
 
@@ -198,13 +184,13 @@ def test_join_multiplies_matching_values(ctx):
 def test_join_with_mixed_key_types(ctx):
     left = [[(1, "int"), ("1", "str"), ((1, 2), "tuple"), (None, "none")]]
     right = [[(1, 10), ("1", 20), ((1, 2), 30), (2.5, 40)]]
-    out = two_stream_run(ctx, left, right, lambda a, b: a.fullOuterJoin(b))
+    out = run_two_streams(ctx, left, right, lambda a, b: a.fullOuterJoin(b))
     assert out == by_repr([[(1, ("int", 10)), ("1", ("str", 20)), ((1, 2), ("tuple", 30)),
                             (None, ("none", None)), (2.5, (None, 40))]])
 
 
 def test_join_numPartitions(ctx):
-    out = two_stream_run(ctx, [[(i, i) for i in range(8)]], [[(i, -i) for i in range(8)]],
+    out = run_two_streams(ctx, [[(i, i) for i in range(8)]], [[(i, -i) for i in range(8)]],
                          lambda a, b: a.join(b, 4).glom().map(lambda p: 1))
     assert out == [[1, 1, 1, 1]]
 
