@@ -20,8 +20,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle
 import fsspec
+
+from executors import serialization
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def encode(cp: Checkpoint, dstream_version: str) -> bytes:
-    payload = cloudpickle.dumps(cp)
+    payload = serialization.dumps(cp)
     header = {"format": FORMAT_VERSION, "dstream": dstream_version, "time_ms": cp.time_ms,
               "length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     h = json.dumps(header).encode()
@@ -95,7 +96,7 @@ def decode(data: bytes, name: str) -> Checkpoint:
 def unpickle(data: bytes, what: str) -> Any:
     """Unpickle checkpointed code; a CheckpointError saying what to do when the code no longer loads."""
     try:
-        return cloudpickle.loads(data)
+        return serialization.loads(data)
     except Exception as exc:  # noqa: BLE001 - code that changed or vanished since it was written
         raise CheckpointError(
             f"{what} cannot be restored: it no longer loads with the current code ({type(exc).__name__}: "

@@ -16,10 +16,9 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from driver.checkpoint import Checkpoint, CheckpointWriter
 from dstream.io import join, url_to_fs
+from executors import serialization
 
 if TYPE_CHECKING:
     from dstream.streaming import StreamingContext
@@ -57,7 +56,7 @@ class StreamCheckpointer:
         master = ctx.master if isinstance(ctx.master, str) else None
         cp = Checkpoint(time_ms=time_ms, interval_ms=self.ssc._interval_ms, master=master,
                         conf=dict(ctx.conf), pending_times=pending_times, last_completed_ms=last_completed_ms,
-                        graph=cloudpickle.dumps(graph))
+                        graph=serialization.dumps(graph))
         self.writer.write(cp)
         self._collect_garbage(graph.data_checkpoint_dirs())
 

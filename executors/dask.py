@@ -27,13 +27,14 @@ import cloudpickle
 import distributed
 
 from executors.base import Executor, Task, TaskError, execute_task, format_exception
+from executors import serialization
 from executors.blockstore import SharedDirBlockStore
 
 
 def _run_on_worker(payload: bytes, store_dir: str, description: str) -> bytes:
     """Run on a Dask worker: unpickle the task, run it against the shared store, pickle its result."""
     try:
-        task = cloudpickle.loads(payload)
+        task = serialization.loads(payload)
     except BaseException as exc:  # noqa: BLE001
         raise TaskError(f"unpickling {description or 'a task'} on a Dask worker", RuntimeError(str(exc)),
                         format_exception(exc)) from None
@@ -92,7 +93,7 @@ class DaskExecutor(Executor):
 
     def submit_task(self, task: Task) -> Future:
         try:
-            payload = cloudpickle.dumps(task)
+            payload = serialization.dumps(task)
         except Exception as exc:
             raise TaskError(f"serialising {task.description or 'a task'}", exc, format_exception(exc)) from exc
         future: Future = Future()

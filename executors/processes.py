@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from executors.base import (Executor, SpeculationConf, Task, TaskError, TimedResult, execute_task,
                             format_exception, speculatable)
+from executors import serialization
 from executors.blockstore import SharedDirBlockStore, table_from_ipc, table_to_ipc
 
 
@@ -78,7 +79,7 @@ def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
             return
         task_id, payload = pickle.loads(message)
         try:
-            task = cloudpickle.loads(payload)
+            task = serialization.loads(payload)
         except BaseException as exc:  # noqa: BLE001
             err = TaskError("unpickling a task on the executor", RuntimeError(str(exc)), format_exception(exc))
             reply = pickle.dumps((task_id, "error", cloudpickle.dumps(err)))
@@ -244,7 +245,7 @@ class ProcessExecutor(Executor):
 
     def _payload(self, task: Task) -> bytes:
         try:
-            return cloudpickle.dumps(task)
+            return serialization.dumps(task)
         except Exception as exc:
             raise TaskError(f"serialising {task.description or 'a task'}", exc, format_exception(exc)) from exc
 

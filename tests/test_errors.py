@@ -34,7 +34,34 @@ def test_error_in_map_on_the_executors(any_ssc):
         text = str(info.value)
         assert "explode_on_three" in text
         assert 'raise ValueError("three is not welcome")' in text
+        assert f'File "{__file__}", line {_line_of("three is not welcome")}, in explode_on_three' in text
+        assert "<dynamic-code>" not in text
         assert "batch 2000 ms" in text
+
+
+def _line_of(marker: str) -> int:
+    """The line of this file that raises with ``marker``."""
+    with open(__file__) as f:
+        return next(i for i, line in enumerate(f, 1) if marker in line and "raise" in line)
+
+
+def test_error_in_a_notebook_cell_function_shows_its_source(any_ctx):
+    """A function from a notebook cell (its file exists only in the kernel's linecache) keeps its
+    cell name, line and source line in an executor's traceback, whatever cloudpickle does to code."""
+    import linecache
+    cell = "<notebook-cell-7f3a>"
+    source = "def parse_amount(text):\n    return int(text) // 1  # cell line two\n"
+    linecache.cache[cell] = (len(source), None, source.splitlines(True), cell)  # what IPython does
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, cell, "exec"), namespace)
+    try:
+        with pytest.raises(RuntimeError) as info:
+            any_ctx.parallelize(["1", "x"], 2).map(namespace["parse_amount"]).collect()
+    finally:
+        linecache.cache.pop(cell, None)
+    text = str(info.value)
+    assert f'File "{cell}", line 2, in parse_amount' in text
+    assert "return int(text) // 1  # cell line two" in text
 
 
 def test_error_in_foreach_rdd_on_the_driver(any_ssc):
