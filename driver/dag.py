@@ -123,9 +123,9 @@ class DAGScheduler:
         rows, stack, seen = 0, [rdd], set()
         while stack:
             r = stack.pop()
-            if r.id in seen:
+            if r.id() in seen:
                 continue
-            seen.add(r.id)
+            seen.add(r.id())
             if not r.dependencies:
                 return False  # a source (files, parallelised data, cached blocks): size unknown
             for dep in r.dependencies:
@@ -159,9 +159,9 @@ class DAGScheduler:
         deps: dict[int, ShuffleDependency] = {}
 
         def visit(rdd: Dataset, seen: set[int]) -> int:
-            if rdd.id in seen:
+            if rdd.id() in seen:
                 return 0
-            seen.add(rdd.id)
+            seen.add(rdd.id())
             available = getattr(rdd, "is_available", None)
             if available is not None and available():
                 return 0

@@ -16,6 +16,11 @@ from executors.base import Executor, SpeculationConf, get_backend
 from dstream import records
 from dstream.rdd import RDD, EmptyRDD, ParallelCollectionRDD, UnionRDD, _check_partitions
 
+#: PySpark's explanation (SPARK-5063) when a Context is captured by code that leaves the driver
+CONTEXT_ONLY_ON_DRIVER = ("It appears that you are attempting to reference SparkContext from a broadcast variable, "
+                          "action, or transformation. SparkContext can only be used on the driver, not in code "
+                          "that it run on workers. For more information, see SPARK-5063.")
+
 _MASTER = re.compile(r"^(local|threads)(?:\[(\*|\d+)\])?$")
 
 
@@ -177,6 +182,9 @@ class Context:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def __reduce__(self) -> Any:
+        raise RuntimeError(CONTEXT_ONLY_ON_DRIVER)
 
     def __repr__(self) -> str:
         return f"Context(master={self.master!r}, workers={self.executor.num_workers})"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator
 
 import pyarrow as pa
 
 from dstream.durations import check_multiple, ms_to_datetime, time_to_ms, to_ms
-from dstream.rdd import RDD, PipelinedRDD, _fn_name
+from dstream.rdd import RDD, PipelinedRDD, T_co, _fn_name
 from dstream.records import Partition
 
 if TYPE_CHECKING:
@@ -61,8 +61,11 @@ def _with_time(func: Callable, n_rdds: int) -> Callable:
     return lambda t, *rdds: func(*rdds)
 
 
-class DStream:
-    """A sequence of RDDs, one per batch time; build pipelines with its operators, then start the context."""
+class DStream(Generic[T_co]):
+    """A sequence of RDDs, one per batch time; build pipelines with its operators, then start the context.
+
+    Generic in its record type, as PySpark's is: ``DStream[str]`` in type hints.
+    """
 
     def __init__(self, ssc: "StreamingContext", dependencies: list["DStream"], slide_ms: int | None = None,
                  name: str | None = None) -> None:

@@ -136,7 +136,7 @@ def _write_partition(rdd: RDD, directory: str, split: int, tc: TaskContext) -> s
 
 def write_rdd_checkpoint(rdd: RDD, checkpoint_dir: str) -> CheckpointRDD:
     """Write every partition of ``rdd`` in parallel from the executors; return the RDD that reads them."""
-    directory = join(checkpoint_dir, f"rdd-{rdd.id}-{uuid.uuid4().hex[:8]}")
+    directory = join(checkpoint_dir, f"rdd-{rdd.id()}-{uuid.uuid4().hex[:8]}")
     paths = rdd.ctx.run_job(rdd, functools.partial(_write_partition, rdd, directory),
                             description=f"checkpoint {rdd!r}")
     return CheckpointRDD(rdd.ctx, directory, paths)

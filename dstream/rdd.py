@@ -17,7 +17,7 @@ import random
 import re
 import weakref
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 import pyarrow as pa
 
@@ -31,6 +31,9 @@ from dstream.shuffle import (Aggregator, _identity, count_values, merge_combiner
 if TYPE_CHECKING:
     from dstream.context import Context
 
+#: the record type of an RDD (``RDD[str]``, ``RDD[tuple[str, int]]``)
+T_co = TypeVar("T_co", covariant=True)
+
 
 def _fn_name(f: Callable) -> str:
     if isinstance(f, functools.partial):
@@ -42,21 +45,24 @@ def _fn_name(f: Callable) -> str:
     return f"{module + '.' if module and module not in ('builtins', '_operator') else ''}{name}{where}"
 
 
-class RDD:
-    """A Resilient Distributed Dataset: partitions of Arrow tables plus the lineage that derives them."""
+class RDD(Generic[T_co]):
+    """A Resilient Distributed Dataset: partitions of Arrow tables plus the lineage that derives them.
+
+    Generic in its record type, as PySpark's is: ``RDD[tuple[str, int]]`` in type hints.
+    """
 
     def __init__(self, ctx: "Context", dependencies: list, num_partitions: int) -> None:
         #: the Context that created it (None inside a task on an executor)
         self.ctx = ctx
         #: unique id within its Context
-        self.id = ctx._new_rdd_id()
+        self._id = ctx._new_rdd_id()
         #: the lineage edges to the parents
         self.dependencies = dependencies
         #: number of partitions
         self.num_partitions = num_partitions
         #: (num_partitions, partition function) when records are known to be hash-partitioned by key
         self.partitioner: tuple[int, Any] | None = None
-        self.name: str | None = None
+        self._name: str | None = None
         self.is_cached = False
         self._checkpoint_dir: str | None = None
         self._checkpoint_rdd: RDD | None = None
@@ -80,7 +86,7 @@ class RDD:
         return self.compute(split, tc)
 
     def _block_id(self, split: int) -> str:
-        return f"rdd_{self.id}_{split}"
+        return f"rdd_{self._id}_{split}"
 
     def is_available(self) -> bool:
         """True when every partition is materialised (cached), so the parents need not run."""
@@ -100,7 +106,7 @@ class RDD:
         lines: list[str] = []
 
         def describe(rdd: RDD) -> str:
-            return f"{rdd._describe()}[{rdd.id}]" + (" [cached]" if rdd.is_cached else "")
+            return repr(rdd) + (" [cached]" if rdd.is_cached else "")
 
         def children(rdd: RDD, prefix: str) -> None:
             deps = [d for d in rdd.dependencies if d.rdd is not None]
@@ -133,7 +139,7 @@ class RDD:
         return state
 
     def __repr__(self) -> str:
-        return f"{self._describe()}[{self.id}]"
+        return f"{self._name + ' ' if self._name else ''}{self._describe()}[{self._id}]"
 
     @property
     def context(self) -> "Context":
@@ -142,8 +148,17 @@ class RDD:
     def getNumPartitions(self) -> int:
         return self.num_partitions
 
-    def setName(self, name: str) -> "RDD":
-        self.name = name
+    def id(self) -> int:
+        """A unique id for this RDD (within its Context)."""
+        return self._id
+
+    def name(self) -> str | None:
+        """The name given with ``setName``, or None."""
+        return self._name
+
+    def setName(self, name: str) -> "RDD[T_co]":
+        """Name this RDD (shown by ``toDebugString``); returns the RDD itself."""
+        self._name = name
         return self
 
     # -- persistence --------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ class RDD:
     def persist(self, storageLevel: Any = None) -> "RDD":
         if not self.is_cached:
             self.is_cached = True
-            self._lease = self.ctx._lease_blocks(f"rdd_{self.id}_")
+            self._lease = self.ctx._lease_blocks(f"rdd_{self._id}_")
         return self
 
     def unpersist(self, blocking: bool = False) -> "RDD":
@@ -197,9 +212,9 @@ class RDD:
         seen: set[int] = set()
 
         def find(rdd: RDD) -> None:
-            if rdd.id in seen:
+            if rdd._id in seen:
                 return
-            seen.add(rdd.id)
+            seen.add(rdd._id)
             if rdd._checkpoint_dir is not None:
                 if rdd._checkpoint_rdd is None:
                     pending.append(rdd)
@@ -737,12 +752,12 @@ class ParallelCollectionRDD(RDD):
 
     def __init__(self, ctx: "Context", slices: list[pa.Table]) -> None:
         super().__init__(ctx, [], len(slices))
-        self._data_lease = ctx._lease_blocks(f"data_{self.id}_")
+        self._data_lease = ctx._lease_blocks(f"data_{self._id}_")
         for i, table in enumerate(slices):
-            ctx.executor.store.put(f"data_{self.id}_{i}", table)
+            ctx.executor.store.put(f"data_{self._id}_{i}", table)
 
     def compute(self, split: int, tc: TaskContext) -> Partition:
-        table = tc.store.get(f"data_{self.id}_{split}")
+        table = tc.store.get(f"data_{self._id}_{split}")
         if table is None:
             raise RuntimeError(f"{self!r}: partition {split} is no longer in the block store")
         return table

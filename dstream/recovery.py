@@ -35,32 +35,15 @@ def wal_dir(directory: str, stream_id: str | None = None) -> str:
     return join(directory, "wal") if stream_id is None else join(directory, "wal", stream_id)
 
 
-class StreamCheckpointer:
-    """The driver's Checkpointer for a StreamingContext: graph + configuration -> checkpoint files."""
+class SnapshotJanitor:
+    """Deletes data snapshot directories once no kept checkpoint (of the newest ``keep``) refers to them."""
 
-    def __init__(self, ssc: "StreamingContext", directory: str, keep: int = 10) -> None:
-        from dstream import __version__
-        self.ssc = ssc
-        self.directory = directory
-        self.writer = CheckpointWriter(directory, __version__, keep)
-        #: data snapshot directories referred to by each kept metadata checkpoint, oldest first
+    def __init__(self, keep: int) -> None:
+        #: data snapshot directories referred to by each kept checkpoint, oldest first
         self._referenced: deque[set[str]] = deque(maxlen=keep)
         self._known: set[str] = set()
 
-    def write(self, time_ms: int, pending_times: list[int], last_completed_ms: int | None,
-              batch_completed: bool) -> None:
-        graph = self.ssc._graph
-        if batch_completed:
-            graph.update_checkpoint_data()
-        ctx = self.ssc.sparkContext
-        master = ctx.master if isinstance(ctx.master, str) else None
-        cp = Checkpoint(time_ms=time_ms, interval_ms=self.ssc._interval_ms, master=master,
-                        conf=dict(ctx.conf), pending_times=pending_times, last_completed_ms=last_completed_ms,
-                        graph=serialization.dumps(graph))
-        self.writer.write(cp)
-        self._collect_garbage(graph.data_checkpoint_dirs())
-
-    def _collect_garbage(self, referenced: set[str]) -> None:
+    def collect(self, referenced: set[str]) -> None:
         self._referenced.append(referenced)
         self._known |= referenced
         alive = set().union(*self._referenced)
@@ -73,6 +56,47 @@ class StreamCheckpointer:
             except Exception as exc:  # noqa: BLE001 - a leftover directory is harmless
                 log.warning("could not delete old data checkpoint %s: %s", directory, exc)
         self._known &= alive
+
+
+class StreamCheckpointer:
+    """The driver's Checkpointer for a StreamingContext: graph + configuration -> checkpoint files."""
+
+    def __init__(self, ssc: "StreamingContext", directory: str, keep: int = 10) -> None:
+        from dstream import __version__
+        self.ssc = ssc
+        self.directory = directory
+        self.writer = CheckpointWriter(directory, __version__, keep)
+        self._janitor = SnapshotJanitor(keep)
+
+    def write(self, time_ms: int, pending_times: list[int], last_completed_ms: int | None,
+              batch_completed: bool) -> None:
+        graph = self.ssc._graph
+        if batch_completed:
+            graph.update_checkpoint_data()
+        ctx = self.ssc.sparkContext
+        master = ctx.master if isinstance(ctx.master, str) else None
+        cp = Checkpoint(time_ms=time_ms, interval_ms=self.ssc._interval_ms, master=master,
+                        conf=dict(ctx.conf), pending_times=pending_times, last_completed_ms=last_completed_ms,
+                        graph=serialization.dumps(graph))
+        self.writer.write(cp)
+        self._janitor.collect(graph.data_checkpoint_dirs())
+
+
+class SnapshotOnlyCheckpointer:
+    """The Checkpointer when only ``Context.setCheckpointDir`` is set (Spark's behaviour then): stateful
+    streams snapshot their data there to cut lineage, but no metadata is written, so there is nothing to
+    restart from; snapshots are deleted once the streams no longer refer to them."""
+
+    def __init__(self, ssc: "StreamingContext") -> None:
+        self.ssc = ssc
+        self._janitor = SnapshotJanitor(keep=1)
+
+    def write(self, time_ms: int, pending_times: list[int], last_completed_ms: int | None,
+              batch_completed: bool) -> None:
+        if batch_completed:
+            graph = self.ssc._graph
+            graph.update_checkpoint_data()
+            self._janitor.collect(graph.data_checkpoint_dirs())
 
 
 def restore(checkpoint: Checkpoint, directory: str, context: Any = None, clock: Any = None) -> "StreamingContext":

@@ -77,16 +77,16 @@ class QueueInputDStream(InputDStream):
         if not isinstance(item, RDD):
             return item
         cache = self.__dict__.setdefault("_collected", {})
-        if item.id not in cache:
-            cache[item.id] = item.collect()
-        return cache[item.id]
+        if item.id() not in cache:
+            cache[item.id()] = item.collect()
+        return cache[item.id()]
 
     def clear_metadata(self, time_ms: int) -> None:
         super().clear_metadata(time_ms)
         limit = time_ms - (self.remember_ms or self.slide_ms)
         for t in [t for t in self.batch_items if t <= limit]:
             del self.batch_items[t]
-        live = {x.id for x in [*self.queue, *self.batch_items.values(), self.default] if isinstance(x, RDD)}
+        live = {x.id() for x in [*self.queue, *self.batch_items.values(), self.default] if isinstance(x, RDD)}
         cache = self.__dict__.get("_collected", {})
         for rdd_id in [i for i in cache if i not in live]:
             del cache[rdd_id]

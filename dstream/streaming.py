@@ -1,6 +1,7 @@
 """StreamingContext: the streaming entry point, and the DStream graph the driver generates jobs from."""
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from typing import Any, Callable, ClassVar, Iterable, Literal
@@ -10,10 +11,12 @@ import cloudpickle
 from driver.clock import Clock, SystemClock
 from driver.jobs import Job, JobGenerator, JobScheduler
 from driver.listener import ListenerBus, StreamingListener
-from dstream.context import Context
+from dstream.context import CONTEXT_ONLY_ON_DRIVER, Context
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
 from dstream.durations import ms_to_datetime, to_ms
+from dstream.io import url_to_fs
 from dstream.rdd import RDD, _fn_name
+from dstream.recovery import SnapshotOnlyCheckpointer, StreamCheckpointer, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +73,20 @@ class DStreamGraph:
             if isinstance(stream, ForEachDStream) and not checkpointing:
                 continue  # output functions run on the driver: pickled only into checkpoints
             for what, func in stream.user_functions():
+                if hasattr(func, "user_func"):
+                    what = f"{what} ({_fn_name(func.user_func)})"
                 try:
-                    _check_picklable(func)
+                    _check_picklable(func, allow_contexts=not checkpointing)
+                except ContextCapturedError as exc:
+                    raise SerializationError(
+                        f"the function {what} captures the "
+                        f"{exc}, and this stream is checkpointed: {CONTEXT_ONLY_ON_DRIVER} Get the context "
+                        f"inside the function instead (rdd.context), or create what you need lazily, as a "
+                        f"singleton (see the README on broadcasts and accumulators in checkpointed streams)."
+                    ) from None
                 except Exception as exc:  # noqa: BLE001
                     raise SerializationError(
-                        f"cannot serialise the function {what} ({_fn_name(getattr(func, 'user_func', func))}); "
+                        f"cannot serialise the function {what}; "
                         f"functions are pickled to run on executors (and into checkpoints), so they must "
                         f"not capture locks, sockets, open files or the StreamingContext: {exc}") from exc
 
@@ -166,19 +178,32 @@ class DStreamGraph:
                 log.exception("stopping %s", inp)
 
 
+class ContextCapturedError(TypeError):
+    """A function holds a Context or StreamingContext (which live on the driver only)."""
+
+
 class _FunctionPickler(cloudpickle.CloudPickler):
-    """Pickles a user function without following it into streams, RDDs or contexts it captured
-    (those pickle by their own rules; the check is about the function's own code and captures)."""
+    """Pickles a user function without following it into streams or RDDs it captured (those pickle by
+    their own rules; the check is about the function's own code and captures). A captured Context or
+    StreamingContext is an error unless ``allow_contexts`` (functions that run on the driver and are not
+    checkpointed may use them)."""
+
+    def __init__(self, file: Any, allow_contexts: bool) -> None:
+        super().__init__(file)
+        self.allow_contexts = allow_contexts
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (DStream, RDD, Context)):
+        if isinstance(obj, (DStream, RDD)):
+            return (type(None), ())
+        if isinstance(obj, (Context, StreamingContext)):
+            if not self.allow_contexts:
+                raise ContextCapturedError(type(obj).__name__)
             return (type(None), ())
         return super().reducer_override(obj)
 
 
-def _check_picklable(func: Callable) -> None:
-    import io
-    _FunctionPickler(io.BytesIO()).dump(func)
+def _check_picklable(func: Callable, allow_contexts: bool) -> None:
+    _FunctionPickler(io.BytesIO(), allow_contexts).dump(func)
 
 
 def _raiser(exc: BaseException) -> Callable[[], None]:
@@ -295,7 +320,8 @@ class StreamingContext:
         """Checkpoint to ``directory`` (an fsspec URL): metadata every batch, stateful streams' data
         every checkpoint interval. Only the job's owner may be able to write there: restoring a
         checkpoint unpickles (runs) the code stored in it."""
-        from dstream.recovery import data_dir
+        fs, path = url_to_fs(directory)
+        fs.makedirs(path, exist_ok=True)
         self._checkpoint_dir = directory
         self._ctx.setCheckpointDir(data_dir(directory))
 
@@ -312,12 +338,14 @@ class StreamingContext:
                 raise RuntimeError("StreamingContext has already been stopped")
             self._graph.validate()
             stateful = [st.name for st in self._graph.all_streams() if st.must_checkpoint]
-            if stateful and self._checkpoint_dir is None:
+            if stateful and self._checkpoint_dir is None and self._ctx.checkpoint_dir is None:
                 raise ValueError(f"The checkpoint directory has not been set: {', '.join(stateful)} keep state "
-                                 f"across batches and need StreamingContext.checkpoint(directory)")
+                                 f"across batches and need StreamingContext.checkpoint(directory) (or at "
+                                 f"least Context.setCheckpointDir(directory) for their data snapshots)")
             if self._checkpoint_dir is not None:
-                from dstream.recovery import StreamCheckpointer
                 self._generator.checkpointer = StreamCheckpointer(self, self._checkpoint_dir)
+            elif stateful:
+                self._generator.checkpointer = SnapshotOnlyCheckpointer(self)
             with StreamingContext._active_lock:
                 active = StreamingContext._active
                 if active is not None and active is not self and active._state == "active":
@@ -394,7 +422,8 @@ class StreamingContext:
     def getOrCreate(cls, checkpointPath: str | None, setupFunc: Callable[[], "StreamingContext"],
                     clock: Clock | None = None) -> "StreamingContext":
         """Rebuild the context from the newest readable checkpoint under ``checkpointPath``; when there is
-        none, call ``setupFunc()`` (which should declare the streams and call ``ssc.checkpoint(path)``).
+        none, call ``setupFunc()`` (which declares the streams) and checkpoint the context it returns to
+        ``checkpointPath``, as PySpark does.
 
         ``clock`` is the rebuilt context's clock (tests pass a ManualClock; default the system clock).
         ``start()`` on a rebuilt context recomputes the batches that were pending when the driver died
@@ -410,6 +439,8 @@ class StreamingContext:
         ssc = setupFunc()
         if not isinstance(ssc, StreamingContext):
             raise TypeError(f"setupFunc must return a StreamingContext, got {type(ssc).__name__}")
+        if checkpointPath is not None:
+            ssc.checkpoint(checkpointPath)  # as PySpark does: the new context checkpoints where it was asked
         return ssc
 
     @classmethod

@@ -87,6 +87,9 @@ class AppProcess:
 class WordCountDriver(AppProcess):
     """The stateful word count app (tests/apps/stateful_wordcount.py), restartable from its checkpoint."""
 
+    #: the driver script; it takes INPUT_DIR OUTPUT_PREFIX CHECKPOINT_DIR and prints progress lines
+    app: Path = APP
+
     def __init__(self, root: Path, *extra: str) -> None:
         super().__init__(root)
         self.input = root / "in"
@@ -100,7 +103,7 @@ class WordCountDriver(AppProcess):
         self._files = 0
 
     def argv(self) -> list[str]:
-        return [str(APP), str(self.input), self.output_prefix, str(self.checkpoint), *self.extra]
+        return [str(self.app), str(self.input), self.output_prefix, str(self.checkpoint), *self.extra]
 
     def batches_done(self) -> list[int]:
         return [e["batch"] for e in self.events if "batch" in e]

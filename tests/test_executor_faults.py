@@ -206,14 +206,14 @@ def test_deleted_cached_blocks_are_recomputed_from_lineage(fctx, tmp_path, after
     assert sorted(derived.collect()) == expected
     assert _counts(counter) == {0: 1, 1: 1}, "the second action should have read the cache"
 
-    block = os.path.join(fctx.executor.store.directory, f"rdd_{cached.id}_1.arrow")
+    block = os.path.join(fctx.executor.store.directory, f"rdd_{cached.id()}_1.arrow")
     assert os.path.exists(block)
     os.remove(block)  # the block is lost
     assert sorted(derived.collect()) == expected
     assert _counts(counter) == {0: 1, 1: 2}  # only the lost partition was recomputed
     assert os.path.exists(block)  # and cached again
 
-    for path in glob.glob(os.path.join(fctx.executor.store.directory, f"rdd_{cached.id}_*.arrow")):
+    for path in glob.glob(os.path.join(fctx.executor.store.directory, f"rdd_{cached.id()}_*.arrow")):
         os.remove(path)
     assert derived.count() == len(expected)
     assert _counts(counter) == {0: 2, 1: 3}

@@ -235,10 +235,10 @@ def test_to_debug_string_indents_shuffle_boundaries_as_spark(ctx):
     grouped = mapped.groupByKey(3)
     lines = grouped.toDebugString().splitlines()
     assert lines == [
-        f"(3) ShuffledRDD groupByKey[{grouped.id}]",
-        f" +-(2) {mapped._describe()}[{mapped.id}]",
-        f"    |  ShuffledRDD reduceByKey(add)[{reduced.id}]",
-        f"    +-(2) ParallelCollectionRDD[{source.id}]",
+        f"(3) ShuffledRDD groupByKey[{grouped.id()}]",
+        f" +-(2) {mapped._describe()}[{mapped.id()}]",
+        f"    |  ShuffledRDD reduceByKey(add)[{reduced.id()}]",
+        f"    +-(2) ParallelCollectionRDD[{source.id()}]",
     ]
 
 
@@ -247,8 +247,8 @@ def test_to_debug_string_union_and_cache(ctx):
     b = ctx.parallelize([(1, 2)], 2).partitionBy(2).cache()
     u = a.union(b.keys())
     lines = u.toDebugString().splitlines()
-    assert lines[0] == f"(3) UnionRDD[{u.id}]"
-    assert lines[1] == f" |  ParallelCollectionRDD[{a.id}]"
-    assert lines[3] == f" |  ShuffledRDD partitionBy[{b.id}] [cached]"
+    assert lines[0] == f"(3) UnionRDD[{u.id()}]"
+    assert lines[1] == f" |  ParallelCollectionRDD[{a.id()}]"
+    assert lines[3] == f" |  ShuffledRDD partitionBy[{b.id()}] [cached]"
     assert lines[4].startswith(" +-(2) ParallelCollectionRDD")
     assert len(lines) == 5

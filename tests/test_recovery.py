@@ -225,12 +225,6 @@ def test_newest_checkpoints_are_kept_and_older_ones_deleted(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-5000", "checkpoint-6000", "checkpoint-7000"]
 
 
-def test_stateful_stream_without_checkpoint_directory_fails_at_start(ssc):
-    ssc.queueStream([[("a", 1)]]).updateStateByKey(lambda new, old: sum(new)).pprint()
-    with pytest.raises(ValueError, match="checkpoint directory has not been set"):
-        ssc.start()
-
-
 def test_old_data_snapshots_are_deleted_once_no_checkpoint_refers_to_them(ctx, tmp_path):
     ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
     ssc.checkpoint(str(tmp_path))
