@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PYSPARK_PYTHON = os.environ.get("DSTREAM_PYSPARK_PYTHON", "/work/pyspark-venv/bin/python")
+#: the interpreter of a venv with PySpark 4.3 (see the README's Benchmarks section); unset: not measured
+PYSPARK_PYTHON = os.environ.get("DSTREAM_PYSPARK_PYTHON", "")
 
 
 @dataclass
@@ -108,8 +109,10 @@ def dir_bytes(path: str) -> int:
 
 def pyspark_available() -> tuple[bool, str]:
     """Whether the PySpark venv can import pyspark; the reason when not."""
+    if not PYSPARK_PYTHON:
+        return False, "DSTREAM_PYSPARK_PYTHON is not set (the python of a venv with pyspark==4.3.0)"
     if not os.path.exists(PYSPARK_PYTHON):
-        return False, f"no PySpark interpreter at {PYSPARK_PYTHON} (set DSTREAM_PYSPARK_PYTHON)"
+        return False, f"no PySpark interpreter at {PYSPARK_PYTHON} (DSTREAM_PYSPARK_PYTHON)"
     try:
         out = subprocess.run([PYSPARK_PYTHON, "-c", "import pyspark; print(pyspark.__version__)"],
                              capture_output=True, text=True, timeout=120)

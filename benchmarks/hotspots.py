@@ -1,6 +1,6 @@
 """Where the engine spends its time in parts 1-3: py-spy over the engine side only, summarised.
 
-    python benchmarks/hotspots.py 1 --master local[2]   # columnar word count (the issue's job form)
+    python benchmarks/hotspots.py 1 --master local[2]   # columnar word count (the benchmark's job form)
     python benchmarks/hotspots.py 2                     # row-API word count on local[2]
     python benchmarks/hotspots.py 3                     # 300 light 50 ms batches on local[2]
     python benchmarks/hotspots.py 1 --form columnar/transform --top 30

@@ -1,7 +1,7 @@
 """The PySpark side of the benchmarks: run as a subprocess in PySpark's own venv, print one JSON object.
 
-    /work/pyspark-venv/bin/python benchmarks/pyspark_peer.py wordcount --batches 10 --lines 200000
-    /work/pyspark-venv/bin/python benchmarks/pyspark_peer.py overhead --job light --batches 1000
+    $DSTREAM_PYSPARK_PYTHON benchmarks/pyspark_peer.py wordcount --batches 10 --lines 200000
+    $DSTREAM_PYSPARK_PYTHON benchmarks/pyspark_peer.py overhead --job light --batches 1000
 
 Never imported by the project (it imports pyspark); it shares only ``workload.py`` (numpy) with it, so
 both sides count the same words. ``wordcount`` is part 2's row-API job on ``local[2]``: a queueStream of

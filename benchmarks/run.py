@@ -1,4 +1,4 @@
-"""Side-by-side benchmarks of issue 4: one table per part, with ratios and PASS/MISS against each target.
+"""Side-by-side benchmarks: one table per part, with ratios and PASS/MISS against each target.
 
     python benchmarks/run.py              # the full run (about 15-20 minutes on 2 cores)
     python benchmarks/run.py --quick      # a smaller smoke run (a few minutes)
@@ -46,7 +46,7 @@ def run_part(number: int, quick: bool) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="dstream side-by-side benchmarks (issue 4)")
+    parser = argparse.ArgumentParser(description="dstream side-by-side benchmarks")
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
     parser.add_argument("--parts", default="1,2,3,4,5", help="comma-separated part numbers (default: all)")
     parser.add_argument("--inline", action="store_true",

@@ -1,7 +1,7 @@
 """Fast checks of the benchmark suite's own logic (no engine, no PySpark): the workload, the raw pyarrow
 baseline, the result checks, the statistics, the table layout and the py-spy summary.
 
-    /work/venv/bin/python -m pytest -q benchmarks/test_benchmarks.py
+    python -m pytest -q benchmarks/test_benchmarks.py
 """
 from __future__ import annotations
 

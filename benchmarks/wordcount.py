@@ -6,7 +6,7 @@ time runs from ``ssc.start()`` to the last batch's result collected in ``foreach
 
 Forms of the job (``FORMS``):
 
-- ``columnar``: ``lines.mapInArrow(split_into_key_value_batches).reduceByKey(operator.add)`` (issue 4)
+- ``columnar``: ``lines.mapInArrow(split_into_key_value_batches).reduceByKey(operator.add)``
 - ``columnar/transform``: the same with ``transform(lambda rdd: rdd.reduceByKey(operator.add))``;
   identical work, but no DStream operator closure holding ``self`` (see the report: the spec form makes
   ``StreamingContext.start`` pickle the queue's RDDs into Python lists)
@@ -223,7 +223,7 @@ def part1(quick: bool) -> Table:
               verdict(ratio >= 0.8) if spec else "-",
               "ok" if r["check"] == expected else f"WRONG {r['check']}")
     t.notes.append("job form 'columnar' = lines.mapInArrow(split_into_key_value_batches).reduceByKey(operator.add) "
-                   "(the issue's job, PASS/MISS on it);")
+                   "(the target's job, PASS/MISS on it);")
     t.notes.append("'columnar/transform' = the same work via .transform(lambda rdd: rdd.reduceByKey(add)): "
                    "the cost of the DStream operator layer itself (a regression check: the two should match).")
     t.notes.append("start() s = time inside ssc.start(), included in the timing; check = last batch's "

@@ -19,7 +19,7 @@ from executors.base import Executor, Task, TaskContext, TimedResult, execute_tas
 
 
 class Dataset(Protocol):
-    id: int
+    def id(self) -> int: ...
     num_partitions: int
     dependencies: list["Dependency"]
 
@@ -76,9 +76,10 @@ class TaskRecord:
 
 
 def _timed(fn: Callable[[TaskContext], Any], tc: TaskContext) -> TimedResult:
+    """Run on the executor: the task's result with its timing and its accumulator updates."""
     start = time.time()
     result = fn(tc)
-    return TimedResult(result, start, time.time(), os.getpid())
+    return TimedResult(result, start, time.time(), os.getpid(), tc.accumulator_updates or None)
 
 
 class DAGScheduler:
@@ -98,6 +99,9 @@ class DAGScheduler:
         self.local_result_max_rows = 4096
         #: how many result stages ran on the driver (for tests and benchmarks)
         self.local_result_stages = 0
+        #: called with the accumulator updates of each task result the scheduler accepts (one per
+        #: partition of a finished stage; failed attempts and losing speculative copies bring none)
+        self.on_accumulator_updates: Callable[[dict[int, Any]], None] | None = None
 
     def run_job(self, rdd: Dataset, func: Callable[[TaskContext], Any] | Callable[[int, TaskContext], Any],
                 partitions: Sequence[int] | None = None, description: str = "job",
@@ -115,7 +119,9 @@ class DAGScheduler:
                  for i in parts]
         if local_ok and tasks and self._reads_only_small_shuffles(rdd):
             self.local_result_stages += 1
-            return [execute_task(t, self.executor.store).value for t in tasks]
+            outputs = [execute_task(t, self.executor.store) for t in tasks]
+            self._apply_accumulator_updates(outputs)
+            return [o.value for o in outputs]
         return self._run(stage, tasks)
 
     def _reads_only_small_shuffles(self, rdd: Dataset) -> bool:
@@ -218,4 +224,13 @@ class DAGScheduler:
             self.task_records.extend(records)
             if len(self.task_records) > self.keep_task_records:
                 del self.task_records[: len(self.task_records) - self.keep_task_records]
+        self._apply_accumulator_updates(outputs)
         return [o.value for o in outputs]
+
+    def _apply_accumulator_updates(self, outputs: Sequence[TimedResult]) -> None:
+        """Hand the accepted results' accumulator updates to the driver's accumulators, in partition order."""
+        if self.on_accumulator_updates is None:
+            return
+        for o in outputs:
+            if o.accumulators:
+                self.on_accumulator_updates(o.accumulators)

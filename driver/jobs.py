@@ -17,10 +17,17 @@ from typing import Callable, Literal, Protocol
 
 from driver.clock import Clock
 from driver.events import EventLoop
-from driver.listener import BatchInfo, ListenerBus, OutputOperationInfo
+from driver.listener import BatchInfo, ListenerBus, OutputOperationInfo, StreamInputInfo
+from driver.times import batch_name
 from executors.base import TaskError, format_exception
 
 log = logging.getLogger(__name__)
+
+
+def records_wanted(bus: ListenerBus) -> bool:
+    """Whether anyone reads the batches' record counts: a streaming listener, or the per-batch INFO log.
+    Inputs that must do extra work to count (reading text files on the driver) count only then."""
+    return bus.has_listeners() or log.isEnabledFor(logging.INFO)
 
 
 class BatchError(RuntimeError):
@@ -53,7 +60,8 @@ class StreamGraph(Protocol):
     def restart(self) -> None: ...
     def generate_jobs(self, time_ms: int) -> list[Job]: ...
     def prepare_batch(self, time_ms: int) -> None: ...
-    def num_records(self, time_ms: int) -> int: ...
+    def input_infos(self, time_ms: int) -> dict[int, StreamInputInfo]:
+        """Input stream id -> what that input took for batch ``time_ms`` (after ``generate_jobs``)."""
     def clear_metadata(self, time_ms: int) -> None: ...
     def prepare_replay(self, times_ms: list[int]) -> None: ...
 
@@ -186,31 +194,39 @@ class JobScheduler:
 
     def _run_job_set(self, job_set: JobSet) -> None:
         info = job_set.info
-        info.processing_start_time = self.clock.now_ms()
+        info._started(self.clock.now_ms())
         self.bus.post("onBatchStarted", info)
         if job_set.prepare is not None:
             try:
                 job_set.prepare()
             except BaseException as exc:  # noqa: BLE001 - the jobs below report what it breaks
-                log.warning("preparing batch %s ms failed: %s", job_set.time_ms, exc)
+                log.warning("preparing %s failed: %s", batch_name(job_set.time_ms), exc)
+        failed = 0
         for job in job_set.jobs:
-            op = info.output_operations[job.output_id]
-            op.start_time = self.clock.now_ms()
+            op = info._output_operation(job.output_id)
+            op._started(self.clock.now_ms())
             self.bus.post("onOutputOperationStarted", op)
+            failure = None
             try:
                 job.run()
             except BaseException as exc:  # noqa: BLE001 - report it; later jobs and batches still run
-                op.failure_reason = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                failed += 1
+                failure = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 # A TaskError's text already holds the executor's traceback; else show the driver's.
                 detail = str(exc) if isinstance(exc, TaskError) else format_exception(exc).rstrip()
-                error = BatchError(f"batch {job.time_ms} ms, output operation {job.output_id} ({job.name}) "
+                error = BatchError(f"{batch_name(job.time_ms)}, output operation {job.output_id} ({job.name}) "
                                    f"failed: {detail}")
                 error.__cause__ = exc
                 log.error("%s", error)
                 self.on_error(error)
-            op.end_time = self.clock.now_ms()
+            op._completed(self.clock.now_ms(), failure)
             self.bus.post("onOutputOperationCompleted", op)
-        info.processing_end_time = self.clock.now_ms()
+        info._completed(self.clock.now_ms())
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s: %d records, scheduling delay %d ms, processing delay %d ms, total delay %d ms%s",
+                     batch_name(job_set.time_ms), info.numRecords(), info.schedulingDelay(),
+                     info.processingDelay(), info.totalDelay(),
+                     f", {failed} of {len(job_set.jobs)} output operations failed" if failed else "")
         self.bus.post("onBatchCompleted", info)
 
 
@@ -252,6 +268,8 @@ class JobGenerator:
         self.loop.start()
         if times:
             self.last_generated_ms = min(times) - self.interval_ms
+            log.info("restarting from the checkpoint of %s: recomputing %d batches, %s to %s",
+                     batch_name(checkpoint_time_ms), len(times), batch_name(times[0]), batch_name(times[-1]))
             self.loop.post(ReplayBatches(tuple(times)))
         self.timer.start(restart)
         return times
@@ -294,7 +312,7 @@ class JobGenerator:
         try:
             self.checkpointer.write(time_ms, sorted(pending), self.scheduler.last_completed_ms, batch_completed)
         except BaseException as exc:  # noqa: BLE001
-            error = BatchError(f"writing the checkpoint of batch {time_ms} ms failed: {exc}")
+            error = BatchError(f"writing the checkpoint of {batch_name(time_ms)} failed: {exc}")
             error.__cause__ = exc
             self.on_error(error)
 
@@ -302,16 +320,18 @@ class JobGenerator:
         if self.last_generated_ms is not None and time_ms <= self.last_generated_ms:
             return
         self.last_generated_ms = time_ms
-        info = BatchInfo(batch_time=time_ms, submission_time=self.clock.now_ms())
+        submitted = self.clock.now_ms()
         try:
             jobs = self.graph.generate_jobs(time_ms)
         except BaseException as exc:  # noqa: BLE001
-            error = BatchError(f"generating the jobs of batch {time_ms} ms failed: {format_exception(exc).rstrip()}")
+            error = BatchError(f"generating the jobs of {batch_name(time_ms)} failed: "
+                               f"{format_exception(exc).rstrip()}")
             error.__cause__ = exc
             self.on_error(error)
             jobs = []
-        info.num_records = self.graph.num_records(time_ms)
-        info.output_operations = {j.output_id: OutputOperationInfo(time_ms, j.output_id, j.name) for j in jobs}
+        info = BatchInfo(time_ms, submitted, self.graph.input_infos(time_ms),
+                         {j.output_id: OutputOperationInfo(time_ms, j.output_id, j.name) for j in jobs})
+        log.debug("generated %s: %d output operations", batch_name(time_ms), len(jobs))
         # The batch's input is recorded durably before any of its jobs runs.
         self._checkpoint(time_ms, batch_completed=False)
         self.scheduler.submit(JobSet(time_ms, jobs, info, functools.partial(self.graph.prepare_batch, time_ms)))

@@ -4,113 +4,388 @@ Events are delivered on the bus's own thread, in order, so a slow listener never
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
 from typing import Any
+
+from driver.times import Time
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class OutputOperationInfo:
-    """One output operation of one batch."""
+class StreamInputInfo:
+    """What one input stream took for one batch (Spark's ``StreamInputInfo``); immutable."""
 
-    batch_time: int
-    id: int
-    name: str
-    start_time: int | None = None
-    end_time: int | None = None
-    failure_reason: str | None = None
+    __slots__ = ("_input_stream_id", "_num_records", "_metadata")
 
-    def batchTime(self) -> int:
-        return self.batch_time
+    #: the metadata key whose value describes the input (Spark's ``METADATA_KEY_DESCRIPTION``)
+    METADATA_KEY_DESCRIPTION = "Description"
 
-    def failureReason(self) -> str | None:
-        return self.failure_reason
+    def __init__(self, input_stream_id: int, num_records: int, metadata: dict[str, Any] | None = None) -> None:
+        self._input_stream_id = input_stream_id
+        self._num_records = num_records
+        self._metadata = dict(metadata or {})
 
-    def duration(self) -> int | None:
-        if self.start_time is None or self.end_time is None:
-            return None
-        return self.end_time - self.start_time
-
-
-@dataclass
-class BatchInfo:
-    """Timing of one batch, all in milliseconds of the streaming clock (Spark's BatchInfo)."""
-
-    #: the batch time: the batch covers arrivals in (batch_time - interval, batch_time]
-    batch_time: int
-    #: when the batch's jobs were generated and submitted
-    submission_time: int
-    processing_start_time: int | None = None
-    processing_end_time: int | None = None
-    #: records read by the input streams for this batch
-    num_records: int = 0
-    output_operations: dict[int, OutputOperationInfo] = field(default_factory=dict)
-
-    def batchTime(self) -> int:
-        return self.batch_time
-
-    def submissionTime(self) -> int:
-        return self.submission_time
-
-    def processingStartTime(self) -> int | None:
-        return self.processing_start_time
-
-    def processingEndTime(self) -> int | None:
-        return self.processing_end_time
-
-    def schedulingDelay(self) -> int | None:
-        """Milliseconds from submission until processing started."""
-        if self.processing_start_time is None:
-            return None
-        return self.processing_start_time - self.submission_time
-
-    def processingDelay(self) -> int | None:
-        """Milliseconds spent running the batch's jobs."""
-        if self.processing_start_time is None or self.processing_end_time is None:
-            return None
-        return self.processing_end_time - self.processing_start_time
-
-    def totalDelay(self) -> int | None:
-        """schedulingDelay + processingDelay: milliseconds from submission until the batch finished."""
-        if self.processing_end_time is None:
-            return None
-        return self.processing_end_time - self.submission_time
+    def inputStreamId(self) -> int:
+        """The input stream's id: its position among the context's input streams, from 0."""
+        return self._input_stream_id
 
     def numRecords(self) -> int:
-        return self.num_records
+        """Records the input stream took for the batch (0 where it cannot know; see its docs)."""
+        return self._num_records
+
+    def metadata(self) -> dict[str, Any]:
+        """The input's metadata for the batch (a copy), e.g. ``{"files": [...], "Description": ...}``."""
+        return dict(self._metadata)
+
+    def metadataDescription(self) -> str | None:
+        """The metadata's ``Description`` as text, or None (Spark's Option/null)."""
+        description = self._metadata.get(self.METADATA_KEY_DESCRIPTION)
+        return None if description is None else str(description)
+
+    def __repr__(self) -> str:
+        return f"StreamInputInfo(inputStreamId={self._input_stream_id}, numRecords={self._num_records})"
+
+
+def _or_minus_one(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+class OutputOperationInfo:
+    """One output operation of one batch, as PySpark's listener sees it (Spark's ``JavaOutputOperationInfo``).
+
+    The PySpark methods return ``-1`` for a time not known yet, as Spark's Java listener API does; the
+    snake_case properties give ``None`` instead (Scala's ``Option``). Only the driver changes an info,
+    through the underscore methods; listeners get copies.
+    """
+
+    __slots__ = ("_batch_time", "_id", "_name", "_description", "_start_time", "_end_time", "_failure_reason")
+
+    def __init__(self, batch_time: int, id: int, name: str, description: str | None = None,
+                 start_time: int | None = None, end_time: int | None = None,
+                 failure_reason: str | None = None) -> None:
+        self._batch_time = Time(batch_time)
+        self._id = id
+        self._name = name
+        self._description = name if description is None else description
+        self._start_time = start_time
+        self._end_time = end_time
+        self._failure_reason = failure_reason
+
+    # -- PySpark's methods ----------------------------------------------------------------------------
+    def batchTime(self) -> Time:
+        """The batch's time (``batchTime().milliseconds()``)."""
+        return self._batch_time
+
+    def id(self) -> int:
+        """The output operation's id: its position among the context's output operations (run order)."""
+        return self._id
+
+    def name(self) -> str:
+        """The output operation's name, e.g. ``foreachRDD(save)``."""
+        return self._name
+
+    def description(self) -> str:
+        """A description of the output operation (its name)."""
+        return self._description
+
+    def startTime(self) -> int:
+        """Clock time (ms) when the operation started; -1 before it starts."""
+        return _or_minus_one(self._start_time)
+
+    def endTime(self) -> int:
+        """Clock time (ms) when the operation ended; -1 before it ends."""
+        return _or_minus_one(self._end_time)
+
+    def failureReason(self) -> str | None:
+        """The error (type and message) if the operation failed, else None."""
+        return self._failure_reason
+
+    def duration(self) -> int:
+        """endTime - startTime in ms; -1 before the operation ends."""
+        if self._start_time is None or self._end_time is None:
+            return -1
+        return self._end_time - self._start_time
+
+    # -- snake_case, read-only (None where not known yet) ---------------------------------------------
+    @property
+    def batch_time(self) -> int:
+        return int(self._batch_time)
+
+    @property
+    def start_time(self) -> int | None:
+        return self._start_time
+
+    @property
+    def end_time(self) -> int | None:
+        return self._end_time
+
+    @property
+    def failure_reason(self) -> str | None:
+        return self._failure_reason
+
+    # -- the driver's updates -------------------------------------------------------------------------
+    def _started(self, now_ms: int) -> None:
+        self._start_time = now_ms
+
+    def _completed(self, now_ms: int, failure_reason: str | None) -> None:
+        self._end_time = now_ms
+        self._failure_reason = failure_reason
+
+    def _copy(self) -> "OutputOperationInfo":
+        new = OutputOperationInfo.__new__(OutputOperationInfo)
+        for slot in self.__slots__:
+            setattr(new, slot, getattr(self, slot))
+        return new
+
+    def __repr__(self) -> str:
+        return (f"OutputOperationInfo(batchTime={self._batch_time!r}, id={self._id}, name={self._name!r}, "
+                f"startTime={self.startTime()}, endTime={self.endTime()}, "
+                f"failureReason={self._failure_reason!r})")
+
+
+class BatchInfo:
+    """Timing of one batch, in milliseconds of the streaming clock (Spark's ``BatchInfo``).
+
+    The batch covers arrivals in (batchTime - interval, batchTime]. As in PySpark (Spark's Java listener
+    API), times and delays not known yet are ``-1``: on ``onBatchSubmitted`` the processing times and all
+    delays, on ``onBatchStarted`` the end time, processing and total delay. The snake_case properties
+    (``batch_time``, ``processing_start_time``, ...) give ``None`` instead.
+    """
+
+    __slots__ = ("_batch_time", "_submission_time", "_processing_start_time", "_processing_end_time",
+                 "_inputs", "_output_operations")
+
+    def __init__(self, batch_time: int, submission_time: int,
+                 stream_id_to_input_info: dict[int, StreamInputInfo] | None = None,
+                 output_operations: dict[int, OutputOperationInfo] | None = None,
+                 processing_start_time: int | None = None, processing_end_time: int | None = None) -> None:
+        self._batch_time = Time(batch_time)
+        self._submission_time = submission_time
+        self._processing_start_time = processing_start_time
+        self._processing_end_time = processing_end_time
+        self._inputs: dict[int, StreamInputInfo] = dict(stream_id_to_input_info or {})
+        self._output_operations: dict[int, OutputOperationInfo] = dict(output_operations or {})
+
+    # -- PySpark's methods ----------------------------------------------------------------------------
+    def batchTime(self) -> Time:
+        """The batch's time (``batchTime().milliseconds()``)."""
+        return self._batch_time
+
+    def streamIdToInputInfo(self) -> dict[int, StreamInputInfo]:
+        """Input stream id -> what that input took for this batch."""
+        return dict(self._inputs)
+
+    def submissionTime(self) -> int:
+        """Clock time (ms) when the batch's jobs were generated and submitted."""
+        return self._submission_time
+
+    def processingStartTime(self) -> int:
+        """Clock time (ms) when the batch started running; -1 before."""
+        return _or_minus_one(self._processing_start_time)
+
+    def processingEndTime(self) -> int:
+        """Clock time (ms) when the batch's last output operation finished; -1 before."""
+        return _or_minus_one(self._processing_end_time)
+
+    def schedulingDelay(self) -> int:
+        """Milliseconds from submission until processing started; -1 before the batch starts."""
+        if self._processing_start_time is None:
+            return -1
+        return self._processing_start_time - self._submission_time
+
+    def processingDelay(self) -> int:
+        """Milliseconds spent running the batch's jobs; -1 before the batch completes."""
+        if self._processing_start_time is None or self._processing_end_time is None:
+            return -1
+        return self._processing_end_time - self._processing_start_time
+
+    def totalDelay(self) -> int:
+        """schedulingDelay + processingDelay: ms from submission until the batch finished; -1 before."""
+        if self._processing_end_time is None:
+            return -1
+        return self._processing_end_time - self._submission_time
+
+    def numRecords(self) -> int:
+        """Records taken by all input streams for this batch."""
+        return sum(i.numRecords() for i in self._inputs.values())
 
     def outputOperationInfos(self) -> dict[int, OutputOperationInfo]:
-        return self.output_operations
+        """Output operation id -> its info, in run order."""
+        return dict(self._output_operations)
+
+    # -- snake_case, read-only (None where not known yet) ---------------------------------------------
+    @property
+    def batch_time(self) -> int:
+        return int(self._batch_time)
+
+    @property
+    def submission_time(self) -> int:
+        return self._submission_time
+
+    @property
+    def processing_start_time(self) -> int | None:
+        return self._processing_start_time
+
+    @property
+    def processing_end_time(self) -> int | None:
+        return self._processing_end_time
+
+    @property
+    def num_records(self) -> int:
+        return self.numRecords()
+
+    @property
+    def output_operations(self) -> dict[int, OutputOperationInfo]:
+        return self.outputOperationInfos()
+
+    # -- the driver's updates -------------------------------------------------------------------------
+    def _started(self, now_ms: int) -> None:
+        self._processing_start_time = now_ms
+
+    def _completed(self, now_ms: int) -> None:
+        self._processing_end_time = now_ms
+
+    def _output_operation(self, output_id: int) -> OutputOperationInfo:
+        """The driver's own (live) info of one output operation."""
+        return self._output_operations[output_id]
+
+    def _copy(self) -> "BatchInfo":
+        new = BatchInfo.__new__(BatchInfo)
+        new._batch_time = self._batch_time
+        new._submission_time = self._submission_time
+        new._processing_start_time = self._processing_start_time
+        new._processing_end_time = self._processing_end_time
+        new._inputs = self._inputs  # never changed after the batch is generated: shared
+        new._output_operations = {k: v._copy() for k, v in self._output_operations.items()}
+        return new
+
+    def __repr__(self) -> str:
+        return (f"BatchInfo(batchTime={self._batch_time!r}, numRecords={self.numRecords()}, "
+                f"submissionTime={self._submission_time}, processingStartTime={self.processingStartTime()}, "
+                f"processingEndTime={self.processingEndTime()}, "
+                f"outputOperations={len(self._output_operations)})")
 
 
 def _snapshot(info: Any) -> Any:
     """A copy of an info as it is now (the driver keeps updating the original); cheap, not deep."""
-    if isinstance(info, BatchInfo):
-        return dataclasses.replace(info, output_operations={
-            k: dataclasses.replace(v) for k, v in info.output_operations.items()})
-    if isinstance(info, OutputOperationInfo):
-        return dataclasses.replace(info)
+    if isinstance(info, (BatchInfo, OutputOperationInfo)):
+        return info._copy()
     return info
 
 
-class _Event:
-    def __init__(self, info: Any) -> None:
+class _Millis(int):
+    """Milliseconds readable both as Scala's ``event.time`` and as PySpark's (py4j) ``event.time()``."""
+
+    __slots__ = ()
+
+    def __call__(self) -> int:
+        return int(self)
+
+
+class StreamingListenerEvent:
+    """Base of the events handed to a ``StreamingListener``."""
+
+    __slots__ = ()
+
+
+class StreamingListenerStreamingStarted(StreamingListenerEvent):
+    """``onStreamingStarted``'s event: ``time`` (or ``time()``), the clock time in ms of the start."""
+
+    __slots__ = ("time",)
+
+    def __init__(self, time_ms: int) -> None:
+        self.time = _Millis(time_ms)
+
+    def __repr__(self) -> str:
+        return f"StreamingListenerStreamingStarted(time={int(self.time)})"
+
+
+class _BatchEvent(StreamingListenerEvent):
+    __slots__ = ("_info",)
+
+    def __init__(self, info: BatchInfo) -> None:
         self._info = info
 
     def batchInfo(self) -> BatchInfo:
+        """The batch's info as it was when the event was posted."""
         return self._info
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._info!r})"
+
+
+class StreamingListenerBatchSubmitted(_BatchEvent):
+    """``onBatchSubmitted``'s event."""
+
+    __slots__ = ()
+
+
+class StreamingListenerBatchStarted(_BatchEvent):
+    """``onBatchStarted``'s event."""
+
+    __slots__ = ()
+
+
+class StreamingListenerBatchCompleted(_BatchEvent):
+    """``onBatchCompleted``'s event."""
+
+    __slots__ = ()
+
+
+class _OutputOperationEvent(StreamingListenerEvent):
+    __slots__ = ("_info",)
+
+    def __init__(self, info: OutputOperationInfo) -> None:
+        self._info = info
+
     def outputOperationInfo(self) -> OutputOperationInfo:
+        """The output operation's info as it was when the event was posted."""
         return self._info
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._info!r})"
+
+
+class StreamingListenerOutputOperationStarted(_OutputOperationEvent):
+    """``onOutputOperationStarted``'s event."""
+
+    __slots__ = ()
+
+
+class StreamingListenerOutputOperationCompleted(_OutputOperationEvent):
+    """``onOutputOperationCompleted``'s event."""
+
+    __slots__ = ()
+
+
+#: the event each listener method receives, made from what the driver posts
+_EVENTS: dict[str, type] = {
+    "onStreamingStarted": StreamingListenerStreamingStarted,
+    "onBatchSubmitted": StreamingListenerBatchSubmitted,
+    "onBatchStarted": StreamingListenerBatchStarted,
+    "onBatchCompleted": StreamingListenerBatchCompleted,
+    "onOutputOperationStarted": StreamingListenerOutputOperationStarted,
+    "onOutputOperationCompleted": StreamingListenerOutputOperationCompleted,
+}
 
 
 class StreamingListener:
-    """Subclass and override what you need; add with ``StreamingContext.addStreamingListener``."""
+    """Subclass and override what you need; add with ``StreamingContext.addStreamingListener``.
+
+    As in PySpark::
+
+        class Delays(StreamingListener):
+            def onBatchCompleted(self, batchCompleted):
+                info = batchCompleted.batchInfo()
+                print(info.batchTime().milliseconds(), info.numRecords(), info.processingDelay())
+
+    Batch events have ``batchInfo()`` (a ``BatchInfo``), output operation events
+    ``outputOperationInfo()`` (an ``OutputOperationInfo``), ``onStreamingStarted``'s event ``time``
+    (ms). Events arrive in order on one listener thread. There are no receivers, so the receiver
+    methods are never called.
+    """
 
     def onStreamingStarted(self, streamingStarted: Any) -> None: ...
     def onReceiverStarted(self, receiverStarted: Any) -> None: ...
@@ -149,8 +424,12 @@ class ListenerBus:
             self._thread.start()
 
     def post(self, method: str, info: Any) -> None:
-        """Queue an event; the info is copied now, so a listener sees it as it was when posted."""
-        self._queue.put((method, _Event(_snapshot(info))))
+        """Queue the event of listener method ``method`` for ``info`` (a BatchInfo, OutputOperationInfo
+        or, for ``onStreamingStarted``, a time in ms). The info is copied now, so a listener sees it as
+        it was when posted; with no listener, nothing is copied or queued."""
+        if not self.has_listeners():
+            return
+        self._queue.put((method, _EVENTS[method](_snapshot(info))))
 
     def stop(self) -> None:
         if self._thread is not None:

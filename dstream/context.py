@@ -7,13 +7,17 @@ import os
 import re
 import threading
 import weakref
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 import pyarrow as pa
 
 from driver.dag import DAGScheduler
+from driver.logs import set_log_level
 from executors.base import Executor, SpeculationConf, get_backend
-from dstream import records
+from dstream import __version__, accumulators, records
+from dstream.accumulators import Accumulator, AccumulatorParam
+from dstream.broadcast import Broadcast
+from dstream.conf import SparkConf
 from dstream.rdd import RDD, EmptyRDD, ParallelCollectionRDD, UnionRDD, _check_partitions
 
 #: PySpark's explanation (SPARK-5063) when a Context is captured by code that leaves the driver
@@ -70,24 +74,63 @@ def _remove_blocks(ctx_ref: "weakref.ref[Context]", prefix: str) -> None:
             pass
 
 
+T = TypeVar("T")
+
+
+def _settings(conf: SparkConf | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A Context's configuration as a dict: a SparkConf's pairs (strings), or a mapping's as given."""
+    if conf is None:
+        return {}
+    if isinstance(conf, SparkConf):
+        return dict(conf.getAll())
+    if isinstance(conf, Mapping):
+        return dict(conf)
+    raise TypeError(f"conf must be a SparkConf or a dict, got {type(conf).__name__}")
+
+
+def _parse_parallelism(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (bool, float)):
+            raise TypeError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"spark.default.parallelism must be a positive integer, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"spark.default.parallelism must be a positive integer, got {value!r}")
+    return number
+
+
 class Context:
     """The entry point for batch work: ``Context("local[4]").parallelize(range(10), 2).sum()``."""
 
     _active: ClassVar["Context | None"] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, master: Any = "local[*]", appName: str = "dstream",
-                 conf: dict[str, Any] | None = None) -> None:
+    def __init__(self, master: Any = None, appName: str | None = None,
+                 conf: SparkConf | Mapping[str, Any] | None = None) -> None:
+        settings = _settings(conf)
+        if master is None:
+            master = settings.get("spark.master", "local[*]")
+        if appName is None:
+            appName = str(settings.get("spark.app.name", "dstream"))
+        if isinstance(master, str):
+            settings["spark.master"] = master
+        settings["spark.app.name"] = appName
         #: the master the executors were made from
         self.master = master
         self.appName = appName
-        #: configuration (``dstream.*`` keys); unknown keys are kept for the user
-        self.conf: dict[str, Any] = dict(conf or {})
+        #: configuration: ``spark.master``, ``spark.app.name``, ``spark.default.parallelism``, the
+        #: ``dstream.*`` keys; unknown keys are kept for the user. Values as given (strings from a SparkConf).
+        self.conf: dict[str, Any] = settings
+        self._default_parallelism = _parse_parallelism(settings.get("spark.default.parallelism"))
         speculation = SpeculationConf.from_conf(self.conf)
         self.executor = make_executor(master)
         if any(key.startswith("dstream.speculation") for key in self.conf):
             self.executor.speculation = speculation
         self.scheduler = DAGScheduler(self.executor)
+        self.scheduler.on_accumulator_updates = accumulators.merge_updates
         #: where ``RDD.checkpoint`` writes (an fsspec URL), set by ``setCheckpointDir``
         self.checkpoint_dir: str | None = None
         self._rdd_ids = itertools.count()
@@ -117,16 +160,45 @@ class Context:
 
     # -- public API ---------------------------------------------------------------------------------
     @classmethod
-    def getOrCreate(cls, master: Any = "local[*]") -> "Context":
+    def getOrCreate(cls, master: Any = None, conf: SparkConf | Mapping[str, Any] | None = None) -> "Context":
+        """The active Context, or a new one (``Context.getOrCreate(conf)``, as PySpark's, works too)."""
+        if isinstance(master, (SparkConf, Mapping)) and conf is None:
+            master, conf = None, master
         with cls._lock:
             active = cls._active
         if active is not None and not active._stopped:
             return active
-        return cls(master)
+        return cls(master, conf=conf)
 
     @property
     def defaultParallelism(self) -> int:
-        return self.executor.num_workers
+        """``spark.default.parallelism`` when set, else the executors' task slots (Spark's rule): the
+        default for ``parallelize`` and for shuffles of streams (and of RDDs when the key is set)."""
+        return self._default_parallelism or self.executor.num_workers
+
+    @property
+    def defaultMinPartitions(self) -> int:
+        return min(self.defaultParallelism, 2)
+
+    @property
+    def version(self) -> str:
+        """The dstream version (SparkContext.version's place)."""
+        return __version__
+
+    def getConf(self) -> SparkConf:
+        """A copy of the configuration (changing it does not change the Context)."""
+        return SparkConf(loadDefaults=False).setAll(self.conf.items())
+
+    def broadcast(self, value: T) -> Broadcast[T]:
+        """A read-only ``value`` sent to each executor once (not with every task); tasks read ``.value``."""
+        if self._stopped:
+            raise RuntimeError("this Context has been stopped")
+        return Broadcast(self, value)
+
+    def accumulator(self, value: T, accum_param: AccumulatorParam[T] | None = None) -> Accumulator[T]:
+        """An accumulator starting at ``value``: tasks ``add`` to it, the driver reads ``.value``.
+        ``accum_param`` may be left out for int, float and complex values."""
+        return accumulators.accumulator(value, accum_param)
 
     def parallelize(self, data: Iterable[Any], numSlices: int | None = None) -> RDD:
         """An RDD of ``data`` cut into ``numSlices`` contiguous, even partitions (as Spark slices)."""
@@ -164,8 +236,12 @@ class Context:
         self.checkpoint_dir = dirName
 
     def setLogLevel(self, logLevel: str) -> None:
-        import logging
-        logging.getLogger("dstream").setLevel(logLevel.upper())
+        """Set dstream's log level by Spark's names: ALL, DEBUG, ERROR, FATAL, INFO, OFF, TRACE or WARN
+        (any case; ValueError otherwise). At INFO a running stream logs one line per batch (its time,
+        records and delays). Applies to the driver's loggers only, not to executor processes. With no
+        logging configured, a stderr handler is added so the lines show (``driver.logs.set_log_level``).
+        """
+        set_log_level(logLevel)
 
     def stop(self) -> None:
         """Stop the executors (idempotent)."""

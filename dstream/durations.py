@@ -6,6 +6,10 @@ import math
 import numbers
 from typing import Any
 
+# One definition of a batch time as a datetime: pprint, foreachRDD and the driver's messages (batch_name)
+# all show the same text for a batch.
+from driver.times import ms_to_datetime  # noqa: F401 - re-exported
+
 
 def to_ms(seconds: Any, name: str) -> int:
     """Milliseconds of a positive duration in seconds; ValueError naming the parameter otherwise."""
@@ -33,8 +37,3 @@ def time_to_ms(t: Any, name: str) -> int:
     if isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t):
         return int(round(t * 1000))
     raise ValueError(f"{name} must be a datetime or a unix timestamp in seconds, got {t!r}")
-
-
-def ms_to_datetime(ms: int) -> _dt.datetime:
-    """A batch time as the local datetime PySpark hands to foreachRDD."""
-    return _dt.datetime.fromtimestamp(ms / 1000.0)

@@ -27,6 +27,7 @@ from dstream import records
 from dstream.records import Partition, as_rows, as_table
 from dstream.shuffle import (Aggregator, _identity, count_values, merge_combiners, portable_hash, read_bucket,
                              reducer, write_map_output)
+from dstream.sql import check_query, run_query
 
 if TYPE_CHECKING:
     from dstream.context import Context
@@ -301,6 +302,27 @@ class RDD(Generic[T_co]):
 
         return PipelinedRDD(self, run, False, f"mapInPandas({name})")
 
+    def sql(self, query: str, name: str = "batch") -> "RDD":
+        """The result of a SQL ``query`` (DuckDB's dialect) over these records, as an RDD of ``Row`` records.
+
+        The records are the relation ``name`` (default ``batch``); its columns are those ``toArrow()``
+        shows: ``value`` for scalars, ``key`` and ``value`` for pairs, the field names for Rows. The
+        result's ``toPandas()`` has the query's columns; its records are Rows (a one-column result gives
+        scalars, a ``key``/``value`` result pairs, as for any table). Needs ``pip install 'dstream[sql]'``.
+
+        Lazy, like other transformations, and honest about aggregates: the query runs once over the
+        whole RDD, never per partition. The partitions are computed in parallel and gathered into one
+        (a shuffle boundary), and one task runs DuckDB over them as one Arrow table, on an executor (or on
+        the driver when the batch is small, like any small final stage). So the result has one partition
+        (``repartition`` it for parallel work after). The query is parsed here, so a syntax error raises
+        ``dstream.sql.SQLError`` at once; an error DuckDB finds when it runs (an unknown column) fails
+        the action, naming the query. Columns of pickled Python objects: see ``dstream.sql``.
+        """
+        check_query(query, name)
+        whole = self if self.num_partitions == 1 else GatherRDD(self)
+        label = query if len(query) <= 60 else query[:57] + "..."
+        return PipelinedRDD(whole, functools.partial(run_query, query, name), False, f"sql({label!r})")
+
     def union(self, other: "RDD") -> "RDD":
         return UnionRDD(self.ctx, [self, other])
 
@@ -338,9 +360,13 @@ class RDD(Generic[T_co]):
         return self.mapPartitionsWithIndex(pick, True)
 
     # -- shuffles -----------------------------------------------------------------------------------
-    def _default_partitions(self, numPartitions: int | None) -> int:
+    def _default_partitions(self, numPartitions: int | None, *others: "RDD") -> int:
+        """``numPartitions``, or by default (Spark's rule) ``spark.default.parallelism`` when it is set,
+        else the most partitions among this RDD and ``others``."""
         if numPartitions is None:
-            return self.num_partitions
+            if "spark.default.parallelism" in self.ctx.conf:
+                return self.ctx.defaultParallelism
+            return max(r.num_partitions for r in (self, *others))
         return _check_partitions(numPartitions, "numPartitions")
 
     def partitionBy(self, numPartitions: int | None, partitionFunc: Callable[[Any], int] = portable_hash) -> "RDD":
@@ -424,8 +450,7 @@ class RDD(Generic[T_co]):
 
     def groupWith(self, other: "RDD", *others: "RDD", numPartitions: int | None = None) -> "RDD":
         rdds = [self, other, *others]
-        n = (max(r.num_partitions for r in rdds) if numPartitions is None
-             else _check_partitions(numPartitions, "numPartitions"))
+        n = self._default_partitions(numPartitions, other, *others)
         tagged = [r.mapValues(functools.partial(_tag, i)) for i, r in enumerate(rdds)]
         width = len(rdds)
         return (UnionRDD(self.ctx, tagged).groupByKey(n)
@@ -862,6 +887,42 @@ class ShuffledRDD(RDD):
 
     def _describe(self) -> str:
         return f"ShuffledRDD {self.what}"
+
+
+class GatherRDD(RDD):
+    """All of the parent's records in one partition, across a stage boundary: the parent's partitions
+    are computed in parallel (one map task each, its table written to the block store) and the one
+    partition reads them all. For what needs a whole RDD at once, such as ``sql``."""
+
+    def __init__(self, prev: RDD) -> None:
+        writer = _GatherWriter(prev)
+        dep = ShuffleDependency(prev, 1, writer.task)
+        writer.shuffle_id = dep.shuffle_id
+        super().__init__(prev.ctx, [dep], 1)
+        weakref.finalize(self, prev.ctx.forget_shuffle, dep.shuffle_id)
+
+    def compute(self, split: int, tc: TaskContext) -> Partition:
+        dep = self.dependencies[0]
+        return read_bucket(tc, dep.shuffle_id, dep.num_maps, 0)
+
+
+class _GatherWriter:
+    """Makes the map tasks of a GatherRDD (kept apart from it so the RDD can be freed)."""
+
+    def __init__(self, prev: RDD) -> None:
+        self.prev = prev
+        self.shuffle_id = -1
+
+    def task(self, map_index: int) -> Callable[[TaskContext], Any]:
+        return functools.partial(_write_whole_partition, self.prev, map_index, self.shuffle_id)
+
+
+def _write_whole_partition(parent: RDD, map_index: int, shuffle_id: int, tc: TaskContext) -> list[int]:
+    """The map task of a GatherRDD: the partition's table as its only bucket; returns its row count."""
+    table = as_table(parent.iterator(map_index, tc))
+    if table.num_rows:
+        tc.store.put(ShuffleDependency.block_id(shuffle_id, map_index, 0), table)
+    return [table.num_rows]
 
 
 class _MapOutputWriter:

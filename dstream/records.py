@@ -1,7 +1,9 @@
 """Records <-> Arrow tables.
 
 A one-column table is a stream of scalars; a table whose columns are exactly ``key`` and ``value`` is a
-pair stream of ``(key, value)`` tuples; any other table is a stream of tuples, one field per column.
+pair stream of ``(key, value)`` tuples; any other table is a stream of ``Row`` records (tuples with the
+column names as field names). Rows with the same field names (at least two, not exactly ``key``/``value``)
+become a table with one column per field, so ``Row`` records round-trip through Arrow by name.
 A column of Python values that Arrow types exactly (all ``int``, all ``float``, all ``str``, all
 ``bytes`` or all ``bool``, with ``None`` as null) is stored typed; anything else (mixed types, tuples,
 lists, dicts, custom classes) is stored as cloudpickled values in a binary column marked with the field
@@ -18,6 +20,8 @@ from typing import Any, Iterable, Iterator, Union
 
 import cloudpickle
 import pyarrow as pa
+
+from dstream.row import Row
 
 PICKLED_KEY = b"dstream.pickled"
 _PICKLED_META = {PICKLED_KEY: b"1"}
@@ -64,6 +68,8 @@ def decode_column(column: pa.ChunkedArray | pa.Array, field: pa.Field) -> list:
 
 _first = operator.itemgetter(0)
 _second = operator.itemgetter(1)
+_TUPLE, _TWO, _ROW = {tuple}, {2}, {Row}
+_PAIR_NAMES = ["key", "value"]
 
 
 def to_table(records: Iterable[Any]) -> pa.Table:
@@ -73,23 +79,54 @@ def to_table(records: Iterable[Any]) -> pa.Table:
     rows = records if isinstance(records, list) else list(records)
     if not rows:
         return EMPTY
-    if set(map(type, rows)) == {tuple} and set(map(len, rows)) == {2}:
+    kinds = set(map(type, rows))
+    if kinds == _TUPLE and set(map(len, rows)) == _TWO:
         kf, ka = encode_column(list(map(_first, rows)), "key")
         vf, va = encode_column(list(map(_second, rows)), "value")
         return pa.Table.from_arrays([ka, va], schema=pa.schema([kf, vf]))
+    if kinds == _ROW:
+        # Rows read back as Rows only from a table of two or more columns that are not key/value;
+        # any other Rows are pickled whole
+        fields = rows[0].__dict__.get("__fields__")
+        if fields is not None and len(fields) >= 2 and fields != _PAIR_NAMES:
+            table = rows_table(rows)
+            if table is not None:
+                return table
     f, a = encode_column(rows, "value")
     return pa.Table.from_arrays([a], schema=pa.schema([f]))
 
 
+def rows_table(rows: list) -> pa.Table | None:
+    """A table with one column per field when ``rows`` are all Rows with the same, unique field names;
+    else None."""
+    if not rows or set(map(type, rows)) != _ROW:
+        return None
+    fields = rows[0].__dict__.get("__fields__")
+    if not fields:
+        return None
+    width = len(fields)
+    for r in rows:
+        f = r.__dict__.get("__fields__")
+        if (f is not fields and f != fields) or len(r) != width:
+            return None
+    if len(set(fields)) != width or not all(type(name) is str for name in fields):
+        return None
+    encoded = [encode_column(list(values), name) for name, values in zip(fields, zip(*rows))]
+    return pa.Table.from_arrays([a for _, a in encoded], schema=pa.schema([f for f, _ in encoded]))
+
+
 def to_rows(table: pa.Table) -> list:
-    """The Python records of a table."""
+    """The Python records of a table: scalars, ``(key, value)`` tuples or Rows named by the columns."""
     names = table.column_names
     cols = [decode_column(table.column(i), table.schema.field(i)) for i in range(len(names))]
     if len(cols) == 1:
         return cols[0]
     if not cols:
         return [()] * table.num_rows
-    return list(zip(*cols))
+    if names == _PAIR_NAMES:
+        return list(zip(*cols))
+    make = Row._make
+    return [make(names, values) for values in zip(*cols)]
 
 
 def as_rows(part: Partition) -> Iterable[Any]:

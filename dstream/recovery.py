@@ -17,6 +17,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from driver.checkpoint import Checkpoint, CheckpointWriter
+from driver.times import batch_name
+from dstream.broadcast import pickling_for_checkpoint
 from dstream.io import join, url_to_fs
 from executors import serialization
 
@@ -75,9 +77,11 @@ class StreamCheckpointer:
             graph.update_checkpoint_data()
         ctx = self.ssc.sparkContext
         master = ctx.master if isinstance(ctx.master, str) else None
+        with pickling_for_checkpoint():  # a captured broadcast or accumulator fails here, not after a restart
+            pickled_graph = serialization.dumps(graph)
         cp = Checkpoint(time_ms=time_ms, interval_ms=self.ssc._interval_ms, master=master,
                         conf=dict(ctx.conf), pending_times=pending_times, last_completed_ms=last_completed_ms,
-                        graph=serialization.dumps(graph))
+                        graph=pickled_graph)
         self.writer.write(cp)
         self._janitor.collect(graph.data_checkpoint_dirs())
 
@@ -110,7 +114,7 @@ def restore(checkpoint: Checkpoint, directory: str, context: Any = None, clock: 
         ctx = active if active is not None and not active._stopped else \
             Context(checkpoint.master or "local[*]", conf=checkpoint.conf)
     ssc = StreamingContext(ctx, checkpoint.interval_ms / 1000.0, clock=clock)
-    graph = unpickle(checkpoint.graph, f"the DStream graph of the checkpoint of batch {checkpoint.time_ms} in "
+    graph = unpickle(checkpoint.graph, f"the DStream graph of the checkpoint of {batch_name(checkpoint.time_ms)} in "
                                        f"{directory}")
     if not isinstance(graph, DStreamGraph):
         raise CheckpointError(f"the checkpoint in {directory} does not hold a DStream graph")

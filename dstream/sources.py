@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
 
+from driver.jobs import records_wanted
+from driver.times import batch_name
 from dstream.dstream import DStream
 from dstream.io import url_to_fs
 from dstream.rdd import RDD
@@ -26,7 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class InputDStream(DStream):
-    """A stream with no parents; one RDD per batch interval."""
+    """A stream with no parents; one RDD per batch interval.
+
+    Its input stream id (``StreamInputInfo.inputStreamId``) is its position among the context's inputs.
+    """
 
     def __init__(self, ssc: "StreamingContext", name: str) -> None:
         super().__init__(ssc, [], ssc._interval_ms, name=name)
@@ -44,6 +49,10 @@ class InputDStream(DStream):
     def stop(self) -> None:
         """Called when the context stops."""
 
+    def input_metadata(self, time_ms: int) -> dict[str, Any]:
+        """What listeners see as ``StreamInputInfo.metadata()`` for batch ``time_ms``."""
+        return {}
+
     def clear_metadata(self, time_ms: int) -> None:
         super().clear_metadata(time_ms)
         limit = time_ms - (self.remember_ms or self.slide_ms)
@@ -57,9 +66,11 @@ class QueueInputDStream(InputDStream):
     def __init__(self, ssc: "StreamingContext", items: Iterable[Any], one_at_a_time: bool, default: Any) -> None:
         super().__init__(ssc, "queueStream")
         ctx = ssc.sparkContext
-        self.queue: deque[RDD | list] = deque(self._to_rdd(ctx, x) for x in items)
+        #: records of the queued RDDs made from lists, by RDD id (an RDD given as such is not counted)
+        self._sizes: dict[int, int] = {}
+        self.queue: deque[RDD | list] = deque(self._take(ctx, x) for x in items)
         self.one_at_a_time = one_at_a_time
-        self.default = None if default is None else self._to_rdd(ctx, default)
+        self.default = None if default is None else self._take(ctx, default)
         #: the item each remembered batch took (recorded input, replayed after a restart)
         self.batch_items: dict[int, RDD | list] = {}
 
@@ -71,6 +82,7 @@ class QueueInputDStream(InputDStream):
         state["batch_items"] = {t: self._records(x) for t, x in self.batch_items.items()}
         state["default"] = None if self.default is None else self._records(self.default)
         state["_collected"] = {}
+        state["_sizes"] = {}  # by RDD id; a checkpoint holds lists, whose sizes are their lengths
         return state
 
     def _records(self, item: RDD | list) -> list:
@@ -95,21 +107,45 @@ class QueueInputDStream(InputDStream):
     def _to_rdd(ctx: Any, item: Any) -> RDD:
         return item if isinstance(item, RDD) else ctx.parallelize(list(item))
 
+    def _take(self, ctx: Any, item: Any) -> RDD:
+        """``item`` as an RDD, remembering its number of records when it was a list."""
+        if isinstance(item, RDD):
+            return item
+        records = list(item)
+        rdd = ctx.parallelize(records)
+        self.__dict__.setdefault("_sizes", {})[rdd.id()] = len(records)
+        return rdd
+
+    def _size(self, item: RDD | list, forget: bool = False) -> int:
+        """Records of a queue item: known for lists, 0 for RDDs given as such (Spark counts none)."""
+        if not isinstance(item, RDD):
+            return len(item)
+        sizes = self.__dict__.get("_sizes", {})
+        return (sizes.pop(item.id(), 0) if forget else sizes.get(item.id(), 0))
+
     def compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext
         if time_ms in self.batch_items:
-            return self._to_rdd(ctx, self.batch_items[time_ms])
+            item = self.batch_items[time_ms]
+            if not isinstance(item, RDD):  # replayed after a restart: its records were checkpointed
+                self.records_per_batch[time_ms] = len(item)
+            return self._to_rdd(ctx, item)
         if self.queue:
             if self.one_at_a_time:
-                rdd = self._to_rdd(ctx, self.queue.popleft())
+                item = self.queue.popleft()
+                records = self._size(item, forget=True)
+                rdd = self._to_rdd(ctx, item)
             else:
+                records = sum(self._size(x, forget=True) for x in self.queue)
                 rdd = ctx.union([self._to_rdd(ctx, x) for x in self.queue])
                 self.queue.clear()
             self.batch_items[time_ms] = rdd
         else:
             if self.default is not None and not isinstance(self.default, RDD):
-                self.default = self._to_rdd(ctx, self.default)  # a restored list: parallelised once
+                self.default = self._take(ctx, self.default)  # a restored list: parallelised once
             rdd = self.default if self.default is not None else ctx.emptyRDD()
+            records = 0 if self.default is None else self._size(self.default)
+        self.records_per_batch[time_ms] = records
         return rdd
 
 
@@ -178,6 +214,11 @@ class FileInputDStream(InputDStream):
         for t in [t for t in self.batch_files if t <= limit]:
             del self.batch_files[t]
 
+    def input_metadata(self, time_ms: int) -> dict[str, Any]:
+        """The batch's new files, as Spark's file streams report them."""
+        files = list(self.batch_files.get(time_ms, []))
+        return {"files": files, "Description": "\n".join(files)}
+
     def compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext
         if time_ms in self.batch_files:
@@ -185,7 +226,7 @@ class FileInputDStream(InputDStream):
             new = self.batch_files[time_ms]
             listed = {f: 0 for f in new}
         elif self.last_listed_ms is not None and time_ms <= self.last_listed_ms:
-            log.warning("%s: the input of batch %s ms is no longer recorded; it is empty", self.name, time_ms)
+            log.warning("%s: the input of %s is no longer recorded; it is empty", self.name, batch_name(time_ms))
             return ctx.emptyRDD()
         else:
             listed = self._list()
@@ -196,7 +237,7 @@ class FileInputDStream(InputDStream):
             self.last_listed_ms = time_ms
         if self.kind == "binaryRecordsStream":
             self.records_per_batch[time_ms] = sum(listed[f] // self.record_length for f in new)
-        elif self._ssc._bus.has_listeners():  # counting reads the files once more, on the driver
+        elif records_wanted(self._ssc._bus):  # counting reads the files once more, on the driver
             self.records_per_batch[time_ms] = sum(_count_lines(f) for f in new)
         if not new:
             return ctx.emptyRDD()
@@ -504,9 +545,9 @@ class SocketInputDStream(InputDStream):
             taken = self._wal.read(first, end) if self._wal is not None else []
             if len(taken) != end - first:
                 raise WriteAheadLogError(f"{self.name}: the write-ahead log no longer holds lines {first} to "
-                                         f"{end - 1}, taken by batch {time_ms} ms")
+                                         f"{end - 1}, taken by {batch_name(time_ms)}")
         elif self._wal is not None and time_ms <= self._last_batch_ms:
-            log.warning("%s: the input of batch %s ms is no longer recorded; it is empty", self.name, time_ms)
+            log.warning("%s: the input of %s is no longer recorded; it is empty", self.name, batch_name(time_ms))
             return ctx.emptyRDD()
         else:
             with self._lock:

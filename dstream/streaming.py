@@ -10,7 +10,8 @@ import cloudpickle
 
 from driver.clock import Clock, SystemClock
 from driver.jobs import Job, JobGenerator, JobScheduler
-from driver.listener import ListenerBus, StreamingListener
+from driver.listener import ListenerBus, StreamInputInfo, StreamingListener
+from dstream.broadcast import SharedVariableInCheckpointError, pickling_for_checkpoint
 from dstream.context import CONTEXT_ONLY_ON_DRIVER, Context
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
 from dstream.durations import ms_to_datetime, to_ms
@@ -76,7 +77,10 @@ class DStreamGraph:
                 if hasattr(func, "user_func"):
                     what = f"{what} ({_fn_name(func.user_func)})"
                 try:
-                    _check_picklable(func, allow_contexts=not checkpointing)
+                    with pickling_for_checkpoint(checkpointing):
+                        _check_picklable(func, allow_contexts=not checkpointing)
+                except SharedVariableInCheckpointError as exc:
+                    raise SerializationError(f"the function {what}: {exc}") from None
                 except ContextCapturedError as exc:
                     raise SerializationError(
                         f"the function {what} captures the "
@@ -163,8 +167,10 @@ class DStreamGraph:
                 jobs.append(Job(time_ms, out.output_id, out.name, run))
         return jobs
 
-    def num_records(self, time_ms: int) -> int:
-        return sum(inp.records_per_batch.get(time_ms, 0) for inp in self.inputs)
+    def input_infos(self, time_ms: int) -> dict[int, StreamInputInfo]:
+        """Input stream id (position among the inputs, as Spark numbers them) -> what it took for the batch."""
+        return {i: StreamInputInfo(i, inp.records_per_batch.get(time_ms, 0), inp.input_metadata(time_ms))
+                for i, inp in enumerate(self.inputs)}
 
     def clear_metadata(self, time_ms: int) -> None:
         for out in self.outputs:
@@ -410,6 +416,12 @@ class StreamingContext:
 
     def _wait_for_batch(self, time_ms: int, timeout: float | None = 30.0) -> bool:
         return self._scheduler.wait_for_batch(time_ms, timeout)
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(inp.name for inp in self._graph.inputs) or "none"
+        outputs = ", ".join(out.name for out in self._graph.outputs) or "none"
+        return (f"<StreamingContext {self._state}, batchDuration={self.batchDuration:g} s, "
+                f"{len(self._graph.inputs)} inputs: {inputs}; {len(self._graph.outputs)} outputs: {outputs}>")
 
     # -- the active context ---------------------------------------------------------------------------
     @classmethod

@@ -11,6 +11,7 @@ import tempfile
 from typing import Any, Callable, Iterable
 
 from driver.clock import ManualClock
+from driver.times import batch_name
 from dstream.context import Context
 from dstream.dstream import DStream
 from dstream.rdd import RDD
@@ -44,7 +45,7 @@ def advance(ssc: StreamingContext, batches: int = 1, timeout: float = 60.0) -> N
     for _ in range(batches):
         clock.advance(ssc.batchDuration)
         if not ssc._wait_for_batch(clock.now_ms(), timeout):
-            raise TimeoutError(f"batch {clock.now_ms()} ms did not finish within {timeout} s")
+            raise TimeoutError(f"{batch_name(clock.now_ms())} did not finish within {timeout} s")
 
 
 def run_stream(ctx: Context, inputs: list[Iterable[Any]], operation: Callable[[DStream], DStream],

@@ -4,6 +4,10 @@ An executor knows tasks and Arrow tables, not streams or RDDs. Two methods are r
 ``shutdown``); ``run_tasks`` derives from them. Backends: ``threads`` (ThreadExecutor), ``processes``
 (ProcessExecutor) and ``dask`` (an existing Dask cluster); they register by name and import lazily, as fsspec's do.
 
+While a task runs, ``TaskContext.get()`` in its thread returns its context; the accumulator updates it
+collects there travel back with its result (``TimedResult.accumulators``), and broadcast values are read
+through ``executors.broadcasts`` (once per process).
+
 Speculation (Spark's ``spark.speculation``) is described by ``SpeculationConf``; ``speculatable`` is the
 pure rule deciding which running tasks of a stage get a backup copy. Backends that can run a copy use them.
 """
@@ -12,13 +16,18 @@ from __future__ import annotations
 import importlib
 import math
 import statistics
+import threading
 import traceback
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, wait, FIRST_EXCEPTION
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from executors import broadcasts
 from executors.blockstore import BlockStore
+
+#: the TaskContext of the task running in this thread (``TaskContext.get()``)
+_running = threading.local()
 
 
 @dataclass
@@ -31,6 +40,13 @@ class TaskContext:
     partition_id: int = 0
     #: a short description for error messages, e.g. "stage 3 (collect) partition 1"
     description: str = ""
+    #: accumulator updates this task made, by accumulator id; they travel back with its result
+    accumulator_updates: dict[int, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def get() -> "TaskContext | None":
+        """The context of the task running in this thread; None outside tasks (PySpark's TaskContext.get)."""
+        return getattr(_running, "tc", None)
 
 
 class TaskError(RuntimeError):
@@ -62,6 +78,8 @@ class TimedResult:
     start: float
     end: float
     worker: int
+    #: the task's accumulator updates by accumulator id (None when it made none)
+    accumulators: dict[int, Any] | None = None
 
 
 @dataclass
@@ -74,9 +92,16 @@ class Task:
 
 
 def execute_task(task: Task, store: BlockStore) -> Any:
-    """Run ``task`` against ``store``, turning any exception into a TaskError with its traceback."""
+    """Run ``task`` against ``store``, turning any exception into a TaskError with its traceback.
+
+    While it runs, ``TaskContext.get()`` in this thread returns its context (with a fresh, empty set of
+    accumulator updates); broadcast values cached in this process whose blocks are gone are dropped first.
+    """
     tc = TaskContext(store=store, partition_id=task.partition_id, description=task.description)
+    outer = getattr(_running, "tc", None)
+    _running.tc = tc
     try:
+        broadcasts.evict_removed()
         return task.fn(tc)
     except TaskError:
         raise
@@ -84,6 +109,8 @@ def execute_task(task: Task, store: BlockStore) -> Any:
         remote_traceback = format_exception(exc)  # before _portable drops the traceback
         raise TaskError(task.description or f"task {task.partition_id}", _portable(exc),
                         remote_traceback) from None
+    finally:
+        _running.tc = outer
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -181,6 +208,8 @@ class Executor(ABC):
     num_workers: int
     #: where tasks keep cached partitions and shuffle buckets
     store: BlockStore
+    #: whether tasks run in the driver's process on the driver's own objects (not pickled copies)
+    shares_driver_memory: bool = False
     #: straggler mitigation; backends that cannot run backup copies ignore it
     speculation: SpeculationConf = SpeculationConf()
     #: backup copies of slow tasks started so far

@@ -55,7 +55,8 @@ def _encode_result(task_id: int, result: object) -> bytes:
         return pickle.dumps((task_id, "table", table_to_ipc(result)), protocol=5)
     if isinstance(result, TimedResult) and isinstance(result.value, pa.Table):
         timing = (result.start, result.end, result.worker)
-        return pickle.dumps((task_id, "timed_table", (table_to_ipc(result.value), timing)), protocol=5)
+        updates = None if result.accumulators is None else cloudpickle.dumps(result.accumulators)
+        return pickle.dumps((task_id, "timed_table", (table_to_ipc(result.value), timing, updates)), protocol=5)
     return pickle.dumps((task_id, "value", cloudpickle.dumps(result)), protocol=5)
 
 
@@ -63,8 +64,9 @@ def _decode_result(kind: str, data: Any) -> object:
     if kind == "table":
         return table_from_ipc(data)
     if kind == "timed_table":
-        ipc_bytes, (start, end, worker) = data
-        return TimedResult(table_from_ipc(ipc_bytes), start, end, worker)
+        ipc_bytes, (start, end, worker), updates = data
+        return TimedResult(table_from_ipc(ipc_bytes), start, end, worker,
+                           None if updates is None else cloudpickle.loads(updates))
     return cloudpickle.loads(data)
 
 

@@ -14,6 +14,8 @@ from executors.blockstore import MemoryBlockStore
 class ThreadExecutor(Executor):
     """Tasks run in ``num_workers`` threads of the driver; blocks stay in the driver's memory."""
 
+    shares_driver_memory = True
+
     def __init__(self, num_workers: int = 2) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")

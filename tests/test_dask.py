@@ -186,3 +186,20 @@ def test_context_from_an_address_runs_a_word_count_and_a_stream(cluster):
     finally:
         ctx.stop()
     assert ctx.executor.client.status == "closed"
+
+
+def test_broadcast_is_unpickled_once_per_worker_and_accumulators_add_up(client, tmp_path):
+    from tests.test_shared_variables import CountedLoads, _loads, _use_broadcast
+    counter = str(tmp_path / "loads")
+    with Context(client) as ctx:
+        bc = ctx.broadcast(CountedLoads(counter, list(range(100))))
+        acc = ctx.accumulator(0)
+        out = ctx.parallelize(range(60), 30).map(functools.partial(_use_broadcast, bc)).collect()
+        assert [x for _, x in out] == [x + 100 for x in range(60)]
+        loads = _loads(counter)
+        assert 1 <= len(loads) <= 2 and set(loads) <= _worker_pids(client)  # 30 tasks, 2 worker processes
+        ctx.parallelize(range(10), 5).foreach(lambda x: acc.add(x))
+        assert acc.value == 45
+        bc.destroy()
+        with pytest.raises(TaskError, match=rf"Broadcast\({bc.id}\) after it was destroyed"):
+            ctx.parallelize(range(2), 2).map(functools.partial(_use_broadcast, bc)).collect()

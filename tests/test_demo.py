@@ -85,11 +85,11 @@ def test_readme_starts_with_the_two_commands():
                                         "pip install -e '.[test]' && pytest"]
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(6))
 def test_readme_example_runs(tmp_path, index):
     """Every Python block of the README runs as written (asserts included)."""
     examples = _readme_examples()
-    assert len(examples) == 4, "update the parametrisation when README examples are added or removed"
+    assert len(examples) == 6, "update the parametrisation when README examples are added or removed"
     script = tmp_path / "example.py"
     script.write_text(examples[index])
     done = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), capture_output=True, text=True,

@@ -2,6 +2,7 @@
 awaitTermination*; bad functions, files and durations are reported naming what is at fault."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 
@@ -36,7 +37,8 @@ def test_error_in_map_on_the_executors(any_ssc):
         assert 'raise ValueError("three is not welcome")' in text
         assert f'File "{__file__}", line {_line_of("three is not welcome")}, in explode_on_three' in text
         assert "<dynamic-code>" not in text
-        assert "batch 2000 ms" in text
+        # the batch named as pprint shows its time, then its milliseconds
+        assert f"batch {dt.datetime.fromtimestamp(2)} (2000 ms), output operation 0" in text
 
 
 def _line_of(marker: str) -> int:

@@ -12,9 +12,11 @@ through files (pid files, markers, counters), since they run in other processes.
 """
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import glob
 import os
+import re
 import signal
 import threading
 import time
@@ -160,7 +162,7 @@ def test_task_killing_its_worker_every_time_fails_its_batch_after_max_attempts(f
                   .map(functools.partial(_kill_worker_on, attempts_file, -1)), sort=True)
     fssc.start()
     advance(fssc, 3)
-    with pytest.raises(BatchError, match="batch 2000 ms") as info:
+    with pytest.raises(BatchError, match=re.escape(f"batch {dt.datetime.fromtimestamp(2)} (2000 ms)")) as info:
         fssc.awaitTermination(5)
     cause = info.value.__cause__
     assert isinstance(cause, TaskError)

@@ -21,8 +21,9 @@ import pytest
 
 from dstream import context as context_module
 from dstream.context import make_executor
-from executors import SharedDirBlockStore, Task, TaskError, get_backend, register_backend
+from executors import SharedDirBlockStore, Task, TaskContext, TaskError, get_backend, register_backend
 from executors import base as executors_base
+from executors import broadcasts, serialization
 from executors.processes import ProcessExecutor
 from executors.threads import ThreadExecutor
 
@@ -78,6 +79,17 @@ def _die_always(attempts_file: str, tc):
     with open(attempts_file, "a") as f:
         f.write(f"{os.getpid()}\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _broadcast_user(block_id: str, tc):
+    """Which object this process's tasks get for a broadcast block (the same one every time, per process)."""
+    value = broadcasts.value(tc.store, block_id, "Broadcast(suite)")
+    return os.getpid(), id(value), sum(value)
+
+
+def _running_task(tc):
+    current = TaskContext.get()
+    return current is tc, current.partition_id
 
 
 def _gone(pid: int) -> bool:
@@ -168,6 +180,24 @@ class ExecutorSuite:
         executor.run_tasks([Task(functools.partial(_write_block, f"task_out_{i}"), i) for i in range(3)])
         assert [executor.store.get(f"task_out_{i}").column("p").to_pylist() for i in range(3)] == [[0], [1], [2]]
         executor.remove_blocks("task_out_")
+
+    def test_task_context_get_is_the_running_task(self, executor):
+        assert executor.run_tasks([Task(_running_task, i) for i in range(3)]) == [(True, 0), (True, 1), (True, 2)]
+        assert TaskContext.get() is None  # not inside a task on the driver
+
+    def test_broadcast_block_is_unpickled_once_per_process(self, executor):
+        block_id = f"broadcast_suite_{os.getpid()}_{time.monotonic_ns()}"
+        broadcasts.put(executor.store, block_id, serialization.dumps(list(range(100))))
+        results = executor.run_tasks([Task(functools.partial(_broadcast_user, block_id), i) for i in range(12)])
+        assert {total for _, _, total in results} == {4950}
+        objects: dict[int, set[int]] = {}
+        for pid, obj, _ in results:
+            objects.setdefault(pid, set()).add(obj)
+        assert all(len(ids) == 1 for ids in objects.values()), objects  # one unpickled object per process
+        # once the block is removed, the next task in a process drops the cached value: it is gone
+        executor.remove_blocks(block_id)
+        with pytest.raises(TaskError, match=r"Broadcast\(suite\) is not in the executor's block store"):
+            executor.run_tasks([Task(functools.partial(_broadcast_user, block_id), i) for i in range(4)])
 
 
 @pytest.fixture(scope="module")

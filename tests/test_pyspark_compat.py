@@ -219,3 +219,20 @@ def test_type_hinted_pyspark_code_works(ssc):
     ssc.start()
     advance(ssc, 1)
     assert out == [[1, 1, 1]]
+
+
+# -- 11. a useful repr, and dir() that shows the API ------------------------------------------------------------
+def test_repr_of_a_streaming_context_says_state_interval_inputs_and_outputs(ctx, tmp_path):
+    ssc = StreamingContext(ctx, 0.5, clock=ManualClock())
+    queue = ssc.queueStream([[1]])
+    files = ssc.textFileStream(str(tmp_path))
+    queue.union(files).pprint()
+    queue.saveAsTextFiles(str(tmp_path / "out"))
+    text = repr(ssc)
+    assert text.startswith("<StreamingContext initialized, batchDuration=0.5 s")
+    assert f"2 inputs: queueStream, textFileStream({tmp_path})" in text
+    assert "2 outputs: pprint, saveAsTextFiles" in text
+    ssc.start()
+    assert repr(ssc).startswith("<StreamingContext active,")
+    ssc.stop(stopSparkContext=False)
+    assert repr(ssc).startswith("<StreamingContext stopped,")
