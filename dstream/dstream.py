@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator
 import pyarrow as pa
 
 from dstream.durations import check_multiple, ms_to_datetime, time_to_ms, to_ms
-from dstream.rdd import RDD, PipelinedRDD, T_co, _fn_name
+from dstream.rdd import RDD, PipelinedRDD, T_co, _fn_name, public_api
 from dstream.records import Partition
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def materialised(rdd: RDD) -> RDD:
     graph materialises every stateful RDD in full at the start of its batch (``DStreamGraph.materialise``),
     so by the time a batch reads the previous state it is cached and the lineage stays one batch deep.
     """
-    return rdd.truncated()
+    return rdd._truncated()
 
 
 def _count_partition(_: int, part: Partition) -> list[int]:
@@ -94,25 +94,29 @@ class DStream(Generic[T_co]):
         self.must_checkpoint = False
         self.name = name or type(self).__name__
 
+    def __dir__(self) -> list[str]:
+        """The user API (PySpark's DStream operators, plus dstream's), not the operator protocol."""
+        return public_api(DStream)
+
     # -- the operator protocol ------------------------------------------------------------------------
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         raise NotImplementedError
 
-    def parent_remember_ms(self) -> int:
+    def _parent_remember_ms(self) -> int:
         """How long parents must keep their RDDs for this stream (windows add their length)."""
         return self.remember_ms or self.slide_ms
 
-    def is_time_valid(self, time_ms: int) -> bool:
+    def _is_time_valid(self, time_ms: int) -> bool:
         return (self.zero_ms is not None and time_ms > self.zero_ms
                 and (time_ms - self.zero_ms) % self.slide_ms == 0)
 
-    def get_or_compute(self, time_ms: int) -> RDD | None:
+    def _get_or_compute(self, time_ms: int) -> RDD | None:
         """The RDD of batch ``time_ms``: generated once, then remembered."""
         if time_ms in self.generated:
             return self.generated[time_ms]
-        if not self.is_time_valid(time_ms):
+        if not self._is_time_valid(time_ms):
             return None
-        rdd = self.compute(time_ms)
+        rdd = self._compute(time_ms)
         if rdd is not None:
             if self.must_cache:
                 rdd.cache()
@@ -122,7 +126,7 @@ class DStream(Generic[T_co]):
         self.generated[time_ms] = rdd
         return rdd
 
-    def initialize(self, zero_ms: int) -> None:
+    def _initialize(self, zero_ms: int) -> None:
         if self.zero_ms is not None and self.zero_ms == zero_ms:
             return
         self.zero_ms = zero_ms
@@ -134,15 +138,15 @@ class DStream(Generic[T_co]):
         if self.remember_ms is None or self.remember_ms < minimum:
             self.remember_ms = minimum
         for parent in self.dependencies:
-            parent.initialize(zero_ms)
+            parent._initialize(zero_ms)
 
-    def remember(self, duration_ms: int | None) -> None:
+    def _remember(self, duration_ms: int | None) -> None:
         if duration_ms is not None and (self.remember_ms is None or duration_ms > self.remember_ms):
             self.remember_ms = duration_ms
         for parent in self.dependencies:
-            parent.remember(self.parent_remember_ms())
+            parent._remember(self._parent_remember_ms())
 
-    def clear_metadata(self, time_ms: int) -> None:
+    def _clear_metadata(self, time_ms: int) -> None:
         """Forget RDDs older than the remember duration (and free their cached blocks)."""
         limit = time_ms - (self.remember_ms or self.slide_ms)
         self.forgotten_ms = limit if self.forgotten_ms is None else max(self.forgotten_ms, limit)
@@ -152,9 +156,9 @@ class DStream(Generic[T_co]):
             if rdd is not None and rdd.is_cached and not any(r is rdd for r in self.generated.values()):
                 rdd.unpersist()
         for parent in self.dependencies:
-            parent.clear_metadata(time_ms)
+            parent._clear_metadata(time_ms)
 
-    def update_checkpoint_data(self) -> None:
+    def _update_checkpoint_data(self) -> None:
         """Record where the remembered RDDs' data snapshots are (after a batch completes)."""
         from dstream.rdd import CheckpointRDD
         data = {}
@@ -167,20 +171,20 @@ class DStream(Generic[T_co]):
             newest = max(self.checkpoint_data.items(), default=None)
             self.checkpoint_data = data if data else ({newest[0]: newest[1]} if newest else {})
 
-    def attach(self, ssc: "StreamingContext") -> None:
+    def _attach(self, ssc: "StreamingContext") -> None:
         """Bind a stream unpickled from a checkpoint to its new context, with its snapshots restored."""
         self._ssc = ssc
         self.generated = {}
         self.forgotten_ms = None
-        self.restore_checkpoint_data(ssc.sparkContext)
+        self._restore_checkpoint_data(ssc.sparkContext)
 
-    def restore_checkpoint_data(self, ctx: Any) -> None:
+    def _restore_checkpoint_data(self, ctx: Any) -> None:
         """After a restart: the snapshotted RDDs become this stream's generated RDDs again."""
         from dstream.rdd import CheckpointRDD
         for t, (directory, paths) in sorted(self.checkpoint_data.items()):
             self.generated[t] = CheckpointRDD(ctx, directory, paths)
 
-    def user_functions(self) -> Iterator[tuple[str, Callable]]:
+    def _user_functions(self) -> Iterator[tuple[str, Callable]]:
         """(description, function) of each user function this operator holds, for the pickling check."""
         for attr, value in vars(self).items():
             if attr.startswith("_") or attr in ("dependencies", "generated"):
@@ -216,7 +220,7 @@ class DStream(Generic[T_co]):
             to_ms(slideDuration, "slideDuration"), self.slide_ms, "slideDuration")
         return window, slide
 
-    def slice_ms(self, from_ms: int, to_ms_: int) -> list[RDD]:
+    def _slice_ms(self, from_ms: int, to_ms_: int) -> list[RDD]:
         """The RDDs of the batch times in [from_ms, to_ms_], aligned to this stream's slide."""
         if self.zero_ms is None:
             raise RuntimeError(f"{self.name} has not been initialised: start the StreamingContext first")
@@ -235,7 +239,7 @@ class DStream(Generic[T_co]):
                              f"StreamingContext.remember(duration) before starting to keep batches longer")
         while t <= end:
             if t > self.zero_ms:
-                rdd = self.get_or_compute(t)
+                rdd = self._get_or_compute(t)
                 if rdd is not None:
                     out.append(rdd)
             t += self.slide_ms
@@ -410,7 +414,7 @@ class DStream(Generic[T_co]):
 
         Only batches within the remember duration can be sliced; ``StreamingContext.remember`` extends it.
         """
-        return self.slice_ms(time_to_ms(begin, "begin"), time_to_ms(end, "end"))
+        return self._slice_ms(time_to_ms(begin, "begin"), time_to_ms(end, "end"))
 
     # -- state ----------------------------------------------------------------------------------------
     def updateStateByKey(self, updateFunc: Callable[[list, Any], Any], numPartitions: int | None = None,
@@ -476,10 +480,10 @@ class TransformedDStream(DStream):
         super().__init__(parents[0]._ssc, parents, name=name)
         self.func = func
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         rdds = []
         for parent in self.dependencies:
-            rdd = parent.get_or_compute(time_ms)
+            rdd = parent._get_or_compute(time_ms)
             rdds.append(rdd if rdd is not None else parent._ssc.sparkContext.emptyRDD())
         out = self.func(time_ms, *rdds)
         if out is not None and not isinstance(out, RDD):
@@ -491,8 +495,8 @@ class UnionDStream(DStream):
     def __init__(self, parents: list[DStream]) -> None:
         super().__init__(parents[0]._ssc, parents, name="union")
 
-    def compute(self, time_ms: int) -> RDD | None:
-        rdds = [r for r in (p.get_or_compute(time_ms) for p in self.dependencies) if r is not None]
+    def _compute(self, time_ms: int) -> RDD | None:
+        rdds = [r for r in (p._get_or_compute(time_ms) for p in self.dependencies) if r is not None]
         if not rdds:
             return None
         return rdds[0].ctx.union(rdds)
@@ -510,7 +514,7 @@ class ForEachDStream(DStream):
         self.output_id = parent._ssc._graph.add_output(self)
 
     def generate_job(self, time_ms: int) -> Callable[[], None] | None:
-        rdd = self.dependencies[0].get_or_compute(time_ms)
+        rdd = self.dependencies[0]._get_or_compute(time_ms)
         if rdd is None:
             return None
         return functools.partial(self.func, time_ms, rdd)

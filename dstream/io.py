@@ -102,7 +102,7 @@ class TextFileRDD(RDD):
         self.encoding = encoding
         super().__init__(ctx, [], len(self.splits))
 
-    def compute(self, split: int, tc: TaskContext) -> pa.Table:
+    def _compute(self, split: int, tc: TaskContext) -> pa.Table:
         path, chunk, chunks = self.splits[split]
         return read_lines_table(path, self.encoding, chunk, chunks)
 
@@ -130,7 +130,7 @@ def read_arrow_file(url: str) -> pa.Table:
 def _write_partition(rdd: RDD, directory: str, split: int, tc: TaskContext) -> str:
     from dstream.records import as_table
     url = join(directory, f"part-{split:05d}.arrow")
-    write_arrow_file(url, as_table(rdd.iterator(split, tc)))
+    write_arrow_file(url, as_table(rdd._iterator(split, tc)))
     return url
 
 

@@ -70,21 +70,21 @@ class RDD(Generic[T_co]):
         self._lease: Any = None
 
     # -- lineage and computation ------------------------------------------------------------------
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         raise NotImplementedError
 
-    def iterator(self, split: int, tc: TaskContext) -> Partition:
+    def _iterator(self, split: int, tc: TaskContext) -> Partition:
         """The partition's data: from the block store when cached, else computed from the parents."""
         if self._checkpoint_rdd is not None:
-            return self._checkpoint_rdd.iterator(split, tc)
+            return self._checkpoint_rdd._iterator(split, tc)
         if self.is_cached:
             block_id = self._block_id(split)
             table = tc.store.get(block_id)
             if table is None:
-                table = as_table(self.compute(split, tc))
+                table = as_table(self._compute(split, tc))
                 tc.store.put(block_id, table)
             return table
-        return self.compute(split, tc)
+        return self._compute(split, tc)
 
     def _block_id(self, split: int) -> str:
         return f"rdd_{self._id}_{split}"
@@ -149,6 +149,10 @@ class RDD(Generic[T_co]):
     def getNumPartitions(self) -> int:
         return self.num_partitions
 
+    def __dir__(self) -> list[str]:
+        """The user API (PySpark's RDD methods and attributes, plus dstream's), not the lineage internals."""
+        return public_api(RDD, extra=("ctx", "is_cached", "partitioner"), internal=("is_available",))
+
     def id(self) -> int:
         """A unique id for this RDD (within its Context)."""
         return self._id
@@ -179,7 +183,7 @@ class RDD(Generic[T_co]):
         self._lease = None
         return self
 
-    def truncated(self) -> "RDD":
+    def _truncated(self) -> "RDD":
         """This RDD without its lineage when all its partitions are cached, else itself.
 
         Stateful streams build each batch's state on the previous one; reading the previous state
@@ -638,6 +642,14 @@ class RDD(Generic[T_co]):
 builtin_filter = filter
 
 
+def public_api(cls: type, extra: Iterable[str] = (), internal: Iterable[str] = ()) -> list[str]:
+    """What ``dir()`` shows of an RDD or DStream: the public names its base class defines, plus ``extra``
+    attributes, without the ``internal`` protocol names the driver needs (dunder methods stay too)."""
+    names = {n for n in vars(cls) if not n.startswith("_")} | set(extra)
+    names -= set(internal)
+    return sorted(names | {n for n in dir(cls) if n.startswith("__")})
+
+
 def _check_partitions(n: Any, name: str) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{name} must be a positive integer, got {n!r}")
@@ -719,7 +731,7 @@ def _collect_task(rdd: RDD) -> Callable[[int, TaskContext], pa.Table]:
 
 
 def _collect_part(rdd: RDD, split: int, tc: TaskContext) -> pa.Table:
-    return as_table(rdd.iterator(split, tc))
+    return as_table(rdd._iterator(split, tc))
 
 
 def _count_task(rdd: RDD) -> Callable[[int, TaskContext], int]:
@@ -727,7 +739,7 @@ def _count_task(rdd: RDD) -> Callable[[int, TaskContext], int]:
 
 
 def _count_part(rdd: RDD, split: int, tc: TaskContext) -> int:
-    part = rdd.iterator(split, tc)
+    part = rdd._iterator(split, tc)
     if isinstance(part, pa.Table):
         return part.num_rows
     return sum(1 for _ in part)
@@ -738,7 +750,7 @@ def _take_task(rdd: RDD, n: int) -> Callable[[int, TaskContext], list]:
 
 
 def _take_part(rdd: RDD, n: int, split: int, tc: TaskContext) -> list:
-    part = rdd.iterator(split, tc)
+    part = rdd._iterator(split, tc)
     if isinstance(part, pa.Table):
         return records.to_rows(part.slice(0, n))
     return list(itertools.islice(part, n))
@@ -765,8 +777,8 @@ class PipelinedRDD(RDD):
         self.source = source
         self.partitioner = prev.partitioner if preserves_partitioning else None
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
-        return self.func(split, self.source.iterator(split, tc))
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
+        return self.func(split, self.source._iterator(split, tc))
 
     def _describe(self) -> str:
         return "PipelinedRDD " + " -> ".join(self.ops)
@@ -781,7 +793,7 @@ class ParallelCollectionRDD(RDD):
         for i, table in enumerate(slices):
             ctx.executor.store.put(f"data_{self._id}_{i}", table)
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         table = tc.store.get(f"data_{self._id}_{split}")
         if table is None:
             raise RuntimeError(f"{self!r}: partition {split} is no longer in the block store")
@@ -804,7 +816,7 @@ class BlockRDD(RDD):
         state["_keep"] = None
         return state
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         table = tc.store.get(self.block_ids[split])
         if table is None:
             raise RuntimeError(f"{self!r}: block {self.block_ids[split]} is no longer in the block store")
@@ -818,7 +830,7 @@ class EmptyRDD(RDD):
     def __init__(self, ctx: "Context") -> None:
         super().__init__(ctx, [], 0)
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         return []
 
 
@@ -829,9 +841,9 @@ class UnionRDD(RDD):
         super().__init__(ctx, [NarrowDependency(r) for r in rdds], sum(r.num_partitions for r in rdds))
         self._index = [(j, i) for j, r in enumerate(rdds) for i in range(r.num_partitions)]
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         j, i = self._index[split]
-        return self.dependencies[j].rdd.iterator(i, tc)
+        return self.dependencies[j].rdd._iterator(i, tc)
 
 
 class CoalescedRDD(RDD):
@@ -843,9 +855,9 @@ class CoalescedRDD(RDD):
         p = prev.num_partitions
         self._groups = [list(range(i * p // n, (i + 1) * p // n)) for i in range(n)] if p else []
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         prev = self.dependencies[0].rdd
-        parts = [prev.iterator(i, tc) for i in self._groups[split]]
+        parts = [prev._iterator(i, tc) for i in self._groups[split]]
         if all(isinstance(x, pa.Table) for x in parts):
             return records.concat(parts)
         return itertools.chain.from_iterable(as_rows(x) for x in parts)
@@ -855,11 +867,11 @@ class CartesianRDD(RDD):
     def __init__(self, a: RDD, b: RDD) -> None:
         super().__init__(a.ctx, [NarrowDependency(a), NarrowDependency(b)], a.num_partitions * b.num_partitions)
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         a, b = self.dependencies[0].rdd, self.dependencies[1].rdd
         i, j = divmod(split, b.num_partitions)
-        right = list(as_rows(b.iterator(j, tc)))
-        return ((x, y) for x in as_rows(a.iterator(i, tc)) for y in right)
+        right = list(as_rows(b._iterator(j, tc)))
+        return ((x, y) for x in as_rows(a._iterator(i, tc)) for y in right)
 
 
 class ShuffledRDD(RDD):
@@ -878,7 +890,7 @@ class ShuffledRDD(RDD):
         # When the driver drops this RDD, its buckets go too (Spark's ContextCleaner).
         weakref.finalize(self, prev.ctx.forget_shuffle, dep.shuffle_id)
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         dep = self.dependencies[0]
         table = read_bucket(tc, dep.shuffle_id, dep.num_maps, split)
         if self.aggregator is None:
@@ -901,7 +913,7 @@ class GatherRDD(RDD):
         super().__init__(prev.ctx, [dep], 1)
         weakref.finalize(self, prev.ctx.forget_shuffle, dep.shuffle_id)
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         dep = self.dependencies[0]
         return read_bucket(tc, dep.shuffle_id, dep.num_maps, 0)
 
@@ -919,7 +931,7 @@ class _GatherWriter:
 
 def _write_whole_partition(parent: RDD, map_index: int, shuffle_id: int, tc: TaskContext) -> list[int]:
     """The map task of a GatherRDD: the partition's table as its only bucket; returns its row count."""
-    table = as_table(parent.iterator(map_index, tc))
+    table = as_table(parent._iterator(map_index, tc))
     if table.num_rows:
         tc.store.put(ShuffleDependency.block_id(shuffle_id, map_index, 0), table)
     return [table.num_rows]
@@ -948,7 +960,7 @@ class CheckpointRDD(RDD):
         self.directory = directory
         self.paths = paths
 
-    def compute(self, split: int, tc: TaskContext) -> Partition:
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
         from dstream.io import read_arrow_file
         return read_arrow_file(self.paths[split])
 

@@ -261,7 +261,7 @@ def write_map_output(parent: Any, map_index: int, shuffle_id: int, n: int,
                      partition_func: Callable[[Any], int] | None, aggregator: Aggregator | None,
                      map_side_combine: bool, what: str, tc: TaskContext) -> list[int]:
     """The task of one map partition: combine, bucket and store; return the rows per bucket."""
-    part = parent.iterator(map_index, tc)
+    part = parent._iterator(map_index, tc)
     if aggregator is not None and map_side_combine:
         part = combine_values(part, aggregator, what)
     if isinstance(part, pa.Table) and is_pair_table(part) and partition_func is None:

@@ -31,7 +31,7 @@ def _text_of(part: Any) -> bytes:
 
 def _write_part(rdd: RDD, tmp_url: str, fmt: Format, split: int, tc: TaskContext) -> str | None:
     """Write one partition; None for an empty Parquet partition, whose column types are unknown."""
-    part = rdd.iterator(split, tc)
+    part = rdd._iterator(split, tc)
     if fmt == "parquet":
         part = as_table(part)
         if part.num_rows == 0:

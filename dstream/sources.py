@@ -53,8 +53,8 @@ class InputDStream(DStream):
         """What listeners see as ``StreamInputInfo.metadata()`` for batch ``time_ms``."""
         return {}
 
-    def clear_metadata(self, time_ms: int) -> None:
-        super().clear_metadata(time_ms)
+    def _clear_metadata(self, time_ms: int) -> None:
+        super()._clear_metadata(time_ms)
         limit = time_ms - (self.remember_ms or self.slide_ms)
         for t in [t for t in self.records_per_batch if t <= limit]:
             del self.records_per_batch[t]
@@ -93,8 +93,8 @@ class QueueInputDStream(InputDStream):
             cache[item.id()] = item.collect()
         return cache[item.id()]
 
-    def clear_metadata(self, time_ms: int) -> None:
-        super().clear_metadata(time_ms)
+    def _clear_metadata(self, time_ms: int) -> None:
+        super()._clear_metadata(time_ms)
         limit = time_ms - (self.remember_ms or self.slide_ms)
         for t in [t for t in self.batch_items if t <= limit]:
             del self.batch_items[t]
@@ -123,7 +123,7 @@ class QueueInputDStream(InputDStream):
         sizes = self.__dict__.get("_sizes", {})
         return (sizes.pop(item.id(), 0) if forget else sizes.get(item.id(), 0))
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext
         if time_ms in self.batch_items:
             item = self.batch_items[time_ms]
@@ -208,8 +208,8 @@ class FileInputDStream(InputDStream):
         """After a restart the files taken before are known from the checkpoint: none is taken twice,
         and files that arrived while the driver was down are new."""
 
-    def clear_metadata(self, time_ms: int) -> None:
-        super().clear_metadata(time_ms)
+    def _clear_metadata(self, time_ms: int) -> None:
+        super()._clear_metadata(time_ms)
         limit = time_ms - (self.remember_ms or self.slide_ms)
         for t in [t for t in self.batch_files if t <= limit]:
             del self.batch_files[t]
@@ -219,7 +219,7 @@ class FileInputDStream(InputDStream):
         files = list(self.batch_files.get(time_ms, []))
         return {"files": files, "Description": "\n".join(files)}
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext
         if time_ms in self.batch_files:
             # a batch replayed after a restart takes exactly the files it took before
@@ -274,7 +274,7 @@ class BinaryRecordsRDD(RDD):
         self.paths = paths
         self.record_length = record_length
 
-    def compute(self, split: int, tc: Any) -> pa.Table:
+    def _compute(self, split: int, tc: Any) -> pa.Table:
         import fsspec
         path = self.paths[split]
         with fsspec.open(path, "rb") as f:
@@ -451,8 +451,8 @@ class SocketInputDStream(InputDStream):
             state[k] = None
         return state
 
-    def attach(self, ssc: "StreamingContext") -> None:
-        super().attach(ssc)
+    def _attach(self, ssc: "StreamingContext") -> None:
+        super()._attach(ssc)
         self._init_receiver()
 
     def _open_wal(self, fresh: bool) -> _WriteAheadLog | None:
@@ -537,7 +537,7 @@ class SocketInputDStream(InputDStream):
                 log.debug("socketTextStream %s:%s: %s", self.host, self.port, exc)
             self._stop.wait(self.retry)
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext
         if time_ms in self.batch_wal:
             # a batch replayed after a restart takes exactly the lines it took before
@@ -563,8 +563,8 @@ class SocketInputDStream(InputDStream):
             return ctx.emptyRDD()
         return ctx.parallelize(taken, min(len(taken), ctx.defaultParallelism))
 
-    def clear_metadata(self, time_ms: int) -> None:
-        super().clear_metadata(time_ms)
+    def _clear_metadata(self, time_ms: int) -> None:
+        super()._clear_metadata(time_ms)
         limit = time_ms - (self.remember_ms or self.slide_ms)
         for t in [t for t in self.batch_wal if t <= limit]:
             del self.batch_wal[t]

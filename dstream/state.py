@@ -44,12 +44,12 @@ class StateDStream(_KeyedStateDStream):
         super().__init__(parent, f"updateStateByKey({_fn_name(update)})", initial, num_partitions)
         self.update = update
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         parent = self.dependencies[0]
-        previous = self.get_or_compute(time_ms - self.slide_ms) if time_ms - self.slide_ms > self.zero_ms \
+        previous = self._get_or_compute(time_ms - self.slide_ms) if time_ms - self.slide_ms > self.zero_ms \
             else self._initial
         ctx = self._ssc.sparkContext
-        new = parent.get_or_compute(time_ms) or ctx.emptyRDD()
+        new = parent._get_or_compute(time_ms) or ctx.emptyRDD()
         n = self._num_partitions or ctx.defaultParallelism
         update = self.update
         if previous is None:
@@ -135,8 +135,8 @@ class MapWithStateDStream(DStream):
         self.internal = _MapWithStateInternal(parent, func, timeout_ms, initial, num_partitions)
         super().__init__(parent._ssc, [self.internal], name=f"mapWithState({_fn_name(func)})")
 
-    def compute(self, time_ms: int) -> RDD | None:
-        rdd = self.internal.get_or_compute(time_ms)
+    def _compute(self, time_ms: int) -> RDD | None:
+        rdd = self.internal._get_or_compute(time_ms)
         return None if rdd is None else rdd.flatMap(lambda kv: kv[1][2])
 
     def stateSnapshots(self) -> DStream:
@@ -148,8 +148,8 @@ class _StateSnapshots(DStream):
     def __init__(self, internal: "_MapWithStateInternal") -> None:
         super().__init__(internal._ssc, [internal], name="stateSnapshots")
 
-    def compute(self, time_ms: int) -> RDD | None:
-        rdd = self.dependencies[0].get_or_compute(time_ms)
+    def _compute(self, time_ms: int) -> RDD | None:
+        rdd = self.dependencies[0]._get_or_compute(time_ms)
         return None if rdd is None else rdd.filter(lambda kv: kv[1][1] is not None).mapValues(lambda s: s[0])
 
 
@@ -162,16 +162,16 @@ class _MapWithStateInternal(_KeyedStateDStream):
         self.func = func
         self.timeout_ms = timeout_ms
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         parent = self.dependencies[0]
         ctx = self._ssc.sparkContext
         if time_ms - self.slide_ms > self.zero_ms:
-            previous = self.get_or_compute(time_ms - self.slide_ms)
+            previous = self._get_or_compute(time_ms - self.slide_ms)
             states = None if previous is None else materialised(previous).filter(
                 lambda kv: kv[1][1] is not None).mapValues(lambda s: (s[0], s[1]))
         else:
             states = None if self._initial is None else self._initial.mapValues(lambda v: (v, time_ms))
-        new = parent.get_or_compute(time_ms) or ctx.emptyRDD()
+        new = parent._get_or_compute(time_ms) or ctx.emptyRDD()
         n = self._num_partitions or ctx.defaultParallelism
         states = states if states is not None else ctx.emptyRDD()
         func, timeout_ms = self.func, self.timeout_ms

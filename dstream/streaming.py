@@ -46,7 +46,7 @@ class DStreamGraph:
         """Bind a graph restored from a checkpoint to its new StreamingContext."""
         self.ssc = ssc
         for stream in self.all_streams() + [s for s in self.inputs]:
-            stream.attach(ssc)
+            stream._attach(ssc)
 
     def add_input(self, stream: Any) -> None:
         self.inputs.append(stream)
@@ -73,7 +73,7 @@ class DStreamGraph:
         for stream in self.all_streams():
             if isinstance(stream, ForEachDStream) and not checkpointing:
                 continue  # output functions run on the driver: pickled only into checkpoints
-            for what, func in stream.user_functions():
+            for what, func in stream._user_functions():
                 if hasattr(func, "user_func"):
                     what = f"{what} ({_fn_name(func.user_func)})"
                 try:
@@ -98,9 +98,9 @@ class DStreamGraph:
     def start(self, zero_ms: int) -> None:
         self.zero_ms = zero_ms
         for out in self.outputs:
-            out.initialize(zero_ms)
+            out._initialize(zero_ms)
         for out in self.outputs:
-            out.remember(self.remember_ms)
+            out._remember(self.remember_ms)
         for inp in self.inputs:
             inp.start()
 
@@ -139,7 +139,7 @@ class DStreamGraph:
             snapshot = max(stream.checkpoint_data, default=stream.zero_ms)
             parent = stream.dependencies[0]
             for t in range(snapshot + stream.slide_ms, last + 1, stream.slide_ms):
-                rdd = parent.get_or_compute(t)
+                rdd = parent._get_or_compute(t)
                 if rdd is not None and not rdd.is_available():
                     rdds.append(rdd.cache())
         if rdds:
@@ -148,7 +148,7 @@ class DStreamGraph:
 
     def update_checkpoint_data(self) -> None:
         for stream in self.all_streams():
-            stream.update_checkpoint_data()
+            stream._update_checkpoint_data()
 
     def data_checkpoint_dirs(self) -> set[str]:
         return {d for s in self.all_streams() for d, _ in s.checkpoint_data.values()}
@@ -156,7 +156,7 @@ class DStreamGraph:
     def generate_jobs(self, time_ms: int) -> list[Job]:
         # Every input takes its batch now, so the batch's input is fixed (and checkpointed) before it runs.
         for inp in self.inputs:
-            inp.get_or_compute(time_ms)
+            inp._get_or_compute(time_ms)
         jobs = []
         for out in self.outputs:
             try:
@@ -174,7 +174,7 @@ class DStreamGraph:
 
     def clear_metadata(self, time_ms: int) -> None:
         for out in self.outputs:
-            out.clear_metadata(time_ms)
+            out._clear_metadata(time_ms)
 
     def stop(self) -> None:
         for inp in self.inputs:

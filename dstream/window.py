@@ -25,12 +25,12 @@ class WindowedDStream(DStream):
         # Each parent RDD is read by several windows: keep it cached.
         parent.persist()
 
-    def parent_remember_ms(self) -> int:
+    def _parent_remember_ms(self) -> int:
         return (self.remember_ms or self.slide_ms) + self.window_ms
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         parent = self.dependencies[0]
-        rdds = parent.slice_ms(time_ms - self.window_ms + parent.slide_ms, time_ms)
+        rdds = parent._slice_ms(time_ms - self.window_ms + parent.slide_ms, time_ms)
         ctx = self._ssc.sparkContext
         return ctx.union(rdds) if rdds else ctx.emptyRDD()
 
@@ -63,7 +63,7 @@ class ReducedWindowedDStream(DStream):
         self.must_cache = True
         reduced.persist()
 
-    def parent_remember_ms(self) -> int:
+    def _parent_remember_ms(self) -> int:
         return (self.remember_ms or self.slide_ms) + self.window_ms
 
     def _n(self, rdd: RDD) -> int:
@@ -80,19 +80,19 @@ class ReducedWindowedDStream(DStream):
         return acc.leftOuterJoin(old, self._n(old)).mapValues(
             lambda vw: inv(vw[0], vw[1]) if vw[1] is not None else vw[0])
 
-    def compute(self, time_ms: int) -> RDD | None:
+    def _compute(self, time_ms: int) -> RDD | None:
         parent = self.dependencies[0]
         ctx = self._ssc.sparkContext
         begin, end = time_ms - self.window_ms, time_ms
         previous_end = end - self.slide_ms
-        previous = self.get_or_compute(previous_end) if self.window_ms >= self.slide_ms * 5 else None
+        previous = self._get_or_compute(previous_end) if self.window_ms >= self.slide_ms * 5 else None
         if previous is not None:
             previous = materialised(previous)
-            old = parent.slice_ms(previous_end - self.window_ms + parent.slide_ms, begin)
+            old = parent._slice_ms(previous_end - self.window_ms + parent.slide_ms, begin)
             acc = self._subtract(previous, ctx.union(old)) if old else previous
-            new = parent.slice_ms(previous_end + parent.slide_ms, end)
+            new = parent._slice_ms(previous_end + parent.slide_ms, end)
             return self._reduce(acc, ctx.union(new)) if new else acc
-        current = parent.slice_ms(begin + parent.slide_ms, end)
+        current = parent._slice_ms(begin + parent.slide_ms, end)
         if not current:
             return None
         return self._reduce(None, ctx.union(current))

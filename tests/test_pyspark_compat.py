@@ -236,3 +236,32 @@ def test_repr_of_a_streaming_context_says_state_interval_inputs_and_outputs(ctx,
     assert repr(ssc).startswith("<StreamingContext active,")
     ssc.stop(stopSparkContext=False)
     assert repr(ssc).startswith("<StreamingContext stopped,")
+
+
+PYSPARK_DSTREAM_API = {  # public methods of pyspark.streaming.DStream (4.3)
+    "cache", "checkpoint", "cogroup", "combineByKey", "context", "count", "countByValue", "countByValueAndWindow",
+    "countByWindow", "filter", "flatMap", "flatMapValues", "foreachRDD", "fullOuterJoin", "glom", "groupByKey",
+    "groupByKeyAndWindow", "join", "leftOuterJoin", "map", "mapPartitions", "mapPartitionsWithIndex",
+    "mapValues", "partitionBy", "persist", "pprint", "reduce", "reduceByKey", "reduceByKeyAndWindow",
+    "reduceByWindow", "repartition", "rightOuterJoin", "saveAsTextFiles", "slice", "transform", "transformWith",
+    "union", "updateStateByKey", "window"}
+DSTREAM_ADDITIONS = {"mapWithState", "mapInArrow", "mapInPandas", "saveAsParquetFiles", "foreachBatch"}
+
+
+def test_dir_of_a_dstream_is_the_public_api(ssc):
+    stream = ssc.queueStream([[1]]).map(str).window(2.0, 1.0)
+    public = {n for n in dir(stream) if not n.startswith("_")}
+    assert public == PYSPARK_DSTREAM_API | DSTREAM_ADDITIONS
+    from dstream import DStream
+    assert {n for n in dir(DStream) if not n.startswith("_")} == PYSPARK_DSTREAM_API | DSTREAM_ADDITIONS
+
+
+def test_dir_of_an_rdd_is_the_public_api(ctx):
+    rdd = ctx.parallelize([("a", 1)]).reduceByKey(operator.add).cache()
+    public = {n for n in dir(rdd) if not n.startswith("_")}
+    for internal in ("compute", "iterator", "dependencies", "num_partitions", "is_available", "truncated"):
+        assert internal not in public
+    for api in ("map", "reduceByKey", "collect", "toArrow", "mapInArrow", "sql", "id", "name", "setName", "ctx",
+                "is_cached", "partitioner", "getNumPartitions", "context"):
+        assert api in public
+    assert all(callable(getattr(rdd, n)) or n in ("ctx", "is_cached", "partitioner", "context") for n in public)

@@ -174,7 +174,7 @@ def test_restart_replays_recorded_batches_and_buffers_unbatched_lines(ssc, clock
         server.send(["e"])
         wait_until(lambda: stream.buffered() == 3, 5, "c, d back from the log, and e")
         # batch 1000, recomputed, takes exactly its logged lines and none of the buffered ones
-        assert stream.get_or_compute(1000).collect() == ["a", "b"]
+        assert stream._get_or_compute(1000).collect() == ["a", "b"]
         assert stream.buffered() == 3
         advance(restored)
         assert REPLAYED[1:] == [(2000, ["c", "d", "e"])]
