@@ -22,13 +22,13 @@ from typing import Any
 
 import fsspec
 
-from executors import serialization
+from dstream.executors import serialization
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"DSTREAMCKPT\n"
 #: bump when the payload layout changes; older files then fail with a clear CheckpointError
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 

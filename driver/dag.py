@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from executors.base import Executor, Task, TaskContext, TimedResult, execute_task
+from dstream.executors.base import Executor, Task, TaskContext, TimedResult, execute_task
 
 
 class Dataset(Protocol):

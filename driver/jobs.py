@@ -15,11 +15,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Literal, Protocol
 
-from driver.clock import Clock
-from driver.events import EventLoop
-from driver.listener import BatchInfo, ListenerBus, OutputOperationInfo, StreamInputInfo
-from driver.times import batch_name
-from executors.base import TaskError, format_exception
+from dstream.driver.clock import Clock
+from dstream.driver.events import EventLoop
+from dstream.driver.listener import BatchInfo, ListenerBus, OutputOperationInfo, StreamInputInfo
+from dstream.driver.times import batch_name
+from dstream.executors.base import TaskError, format_exception
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import queue
 import threading
 from typing import Any
 
-from driver.times import Time
+from dstream.driver.times import Time
 
 log = logging.getLogger(__name__)
 

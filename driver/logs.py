@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
-#: the roots of every logger in dstream
-LOGGER_ROOTS = ("dstream", "driver", "executors")
+#: the root of every logger in dstream (the driver and executors live in dstream.driver, dstream.executors)
+LOGGER_ROOTS = ("dstream",)
 
 #: Spark's log levels (``SparkContext.VALID_LOG_LEVELS``) as Python's
 LEVELS: dict[str, int] = {

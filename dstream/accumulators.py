@@ -21,7 +21,7 @@ import threading
 import weakref
 from typing import Any, Generic, TypeVar
 
-from executors.base import TaskContext
+from dstream.executors.base import TaskContext
 from dstream.broadcast import PROCESS_TOKEN, refuse_in_checkpoint
 
 T = TypeVar("T")

@@ -21,8 +21,8 @@ import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Iterator, TypeVar
 
-from executors import broadcasts, serialization
-from executors.base import TaskContext
+from dstream.executors import broadcasts, serialization
+from dstream.executors.base import TaskContext
 
 if TYPE_CHECKING:
     from dstream.context import Context

@@ -11,9 +11,9 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 import pyarrow as pa
 
-from driver.dag import DAGScheduler
-from driver.logs import set_log_level
-from executors.base import Executor, SpeculationConf, get_backend
+from dstream.driver.dag import DAGScheduler
+from dstream.driver.logs import set_log_level
+from dstream.executors.base import Executor, SpeculationConf, get_backend
 from dstream import __version__, accumulators, records
 from dstream.accumulators import Accumulator, AccumulatorParam
 from dstream.broadcast import Broadcast

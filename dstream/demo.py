@@ -488,7 +488,7 @@ def _check_checkpoint(url: str) -> str | None:
     """Why ``url`` cannot hold the demo's checkpoint, or None."""
     if url.startswith("memory://"):
         return "memory:// lives inside one process; the demo's driver is a child process that gets killed"
-    from driver.checkpoint import checkpoint_times
+    from dstream.driver.checkpoint import checkpoint_times
     from dstream.io import url_to_fs
     try:
         fs, path = url_to_fs(url)

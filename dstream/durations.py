@@ -8,7 +8,7 @@ from typing import Any
 
 # One definition of a batch time as a datetime: pprint, foreachRDD and the driver's messages (batch_name)
 # all show the same text for a batch.
-from driver.times import ms_to_datetime  # noqa: F401 - re-exported
+from dstream.driver.times import ms_to_datetime  # noqa: F401 - re-exported
 
 
 def to_ms(seconds: Any, name: str) -> int:

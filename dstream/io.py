@@ -10,7 +10,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from executors.base import TaskContext
+from dstream.executors.base import TaskContext
 from dstream.rdd import RDD, CheckpointRDD
 
 if TYPE_CHECKING:

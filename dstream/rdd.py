@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Se
 
 import pyarrow as pa
 
-from driver.dag import NarrowDependency, ShuffleDependency
-from executors.base import TaskContext
+from dstream.driver.dag import NarrowDependency, ShuffleDependency
+from dstream.executors.base import TaskContext
 from dstream import records
 from dstream.records import Partition, as_rows, as_table
 from dstream.shuffle import (Aggregator, _identity, count_values, merge_combiners, portable_hash, read_bucket,

@@ -16,11 +16,11 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from driver.checkpoint import Checkpoint, CheckpointWriter
-from driver.times import batch_name
+from dstream.driver.checkpoint import Checkpoint, CheckpointWriter
+from dstream.driver.times import batch_name
 from dstream.broadcast import pickling_for_checkpoint
 from dstream.io import join, url_to_fs
-from executors import serialization
+from dstream.executors import serialization
 
 if TYPE_CHECKING:
     from dstream.streaming import StreamingContext
@@ -105,7 +105,7 @@ class SnapshotOnlyCheckpointer:
 
 def restore(checkpoint: Checkpoint, directory: str, context: Any = None, clock: Any = None) -> "StreamingContext":
     """A StreamingContext rebuilt from ``checkpoint``; ``start()`` then replays the lost batches."""
-    from driver.checkpoint import CheckpointError, unpickle
+    from dstream.driver.checkpoint import CheckpointError, unpickle
     from dstream.context import Context
     from dstream.streaming import DStreamGraph, StreamingContext
     ctx = context

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from driver.dag import ShuffleDependency
-from executors.base import TaskContext
+from dstream.driver.dag import ShuffleDependency
+from dstream.executors.base import TaskContext
 from dstream.records import Partition, as_rows, concat, is_pair_table, is_pickled, to_table
 
 

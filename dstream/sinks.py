@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from executors.base import TaskContext
+from dstream.executors.base import TaskContext
 from dstream.io import join, url_to_fs
 from dstream.records import as_rows, as_table
 from dstream.rdd import RDD

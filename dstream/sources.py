@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
 
-from driver.jobs import records_wanted
-from driver.times import batch_name
+from dstream.driver.jobs import records_wanted
+from dstream.driver.times import batch_name
 from dstream.dstream import DStream
 from dstream.io import url_to_fs
 from dstream.rdd import RDD
@@ -165,7 +165,7 @@ class FileInputDStream(InputDStream):
         if not isinstance(directory, str) or not directory:
             raise ValueError(f"{kind}: directory must be a path or URL string, got {directory!r}")
         if directory.startswith("memory://"):
-            from executors.threads import ThreadExecutor
+            from dstream.executors.threads import ThreadExecutor
             if not isinstance(ssc.sparkContext.executor, ThreadExecutor):
                 raise ValueError(f"{kind}({directory}): memory:// directories need the thread executor "
                                  f"(Context('threads[N]')); executor processes cannot see the driver's memory")

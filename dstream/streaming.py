@@ -8,9 +8,9 @@ from typing import Any, Callable, ClassVar, Iterable, Literal
 
 import cloudpickle
 
-from driver.clock import Clock, SystemClock
-from driver.jobs import Job, JobGenerator, JobScheduler
-from driver.listener import ListenerBus, StreamInputInfo, StreamingListener
+from dstream.driver.clock import Clock, SystemClock
+from dstream.driver.jobs import Job, JobGenerator, JobScheduler
+from dstream.driver.listener import ListenerBus, StreamInputInfo, StreamingListener
 from dstream.broadcast import SharedVariableInCheckpointError, pickling_for_checkpoint
 from dstream.context import CONTEXT_ONLY_ON_DRIVER, Context
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
@@ -443,7 +443,7 @@ class StreamingContext:
         checkpoint exists but cannot be restored (another dstream version, or changed code).
         """
         if checkpointPath is not None:
-            from driver.checkpoint import read_latest
+            from dstream.driver.checkpoint import read_latest
             from dstream.recovery import restore
             cp = read_latest(checkpointPath)
             if cp is not None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import tempfile
 from typing import Any, Callable, Iterable
 
-from driver.clock import ManualClock
-from driver.times import batch_name
+from dstream.driver.clock import ManualClock
+from dstream.driver.times import batch_name
 from dstream.context import Context
 from dstream.dstream import DStream
 from dstream.rdd import RDD

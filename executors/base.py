@@ -23,8 +23,8 @@ from concurrent.futures import Future, wait, FIRST_EXCEPTION
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from executors import broadcasts
-from executors.blockstore import BlockStore
+from dstream.executors import broadcasts
+from dstream.executors.blockstore import BlockStore
 
 #: the TaskContext of the task running in this thread (``TaskContext.get()``)
 _running = threading.local()
@@ -248,9 +248,9 @@ class Executor(ABC):
 
 #: executor backends by name: "module:Class", imported when first asked for
 _BACKENDS: dict[str, str] = {
-    "threads": "executors.threads:ThreadExecutor",
-    "processes": "executors.processes:ProcessExecutor",
-    "dask": "executors.dask:DaskExecutor",
+    "threads": "dstream.executors.threads:ThreadExecutor",
+    "processes": "dstream.executors.processes:ProcessExecutor",
+    "dask": "dstream.executors.dask:DaskExecutor",
 }
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from executors import serialization
-from executors.blockstore import BlockStore
+from dstream.executors import serialization
+from dstream.executors.blockstore import BlockStore
 
 #: the one column of a broadcast block: the pickled value
 COLUMN = "pickled"

@@ -26,9 +26,9 @@ from typing import Any
 import cloudpickle
 import distributed
 
-from executors.base import Executor, Task, TaskError, execute_task, format_exception
-from executors import serialization
-from executors.blockstore import SharedDirBlockStore
+from dstream.executors.base import Executor, Task, TaskError, execute_task, format_exception
+from dstream.executors import serialization
+from dstream.executors.blockstore import SharedDirBlockStore
 
 
 def _run_on_worker(payload: bytes, store_dir: str, description: str) -> bytes:

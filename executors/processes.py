@@ -35,10 +35,10 @@ from typing import Any, Sequence
 import cloudpickle
 import pyarrow as pa
 
-from executors.base import (Executor, SpeculationConf, Task, TaskError, TimedResult, execute_task,
+from dstream.executors.base import (Executor, SpeculationConf, Task, TaskError, TimedResult, execute_task,
                             format_exception, speculatable)
-from executors import serialization
-from executors.blockstore import SharedDirBlockStore, table_from_ipc, table_to_ipc
+from dstream.executors import serialization
+from dstream.executors.blockstore import SharedDirBlockStore, table_from_ipc, table_to_ipc
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -279,7 +279,7 @@ class ProcessExecutor(Executor):
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         fd = child_end.fileno()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "executors.processes", str(fd), self.store.directory, str(os.getpid())],
+            [sys.executable, "-m", "dstream.executors.processes", str(fd), self.store.directory, str(os.getpid())],
             pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
         child_end.close()
         return _Worker(proc, Connection(parent_end.detach()))

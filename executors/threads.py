@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from executors.base import Executor, Task, execute_task
-from executors.blockstore import MemoryBlockStore
+from dstream.executors.base import Executor, Task, execute_task
+from dstream.executors.blockstore import MemoryBlockStore
 
 
 class ThreadExecutor(Executor):

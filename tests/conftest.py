@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from dstream import Context, ManualClock, StreamingContext
-from executors.blockstore import SharedDirBlockStore
+from dstream.executors.blockstore import SharedDirBlockStore
 
 
 @pytest.fixture(scope="session", autouse=True)

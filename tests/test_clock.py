@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from driver.clock import Clock, ManualClock, SystemClock
+from dstream.driver.clock import Clock, ManualClock, SystemClock
 
 
 def _waiter(clock: Clock, target_ms: int, stop: threading.Event) -> tuple[threading.Thread, list[int]]:

@@ -9,7 +9,7 @@ import dstream
 from dstream import Context, SparkConf
 from dstream import context as context_module
 from dstream.testing import run_stream
-from executors.threads import ThreadExecutor
+from dstream.executors.threads import ThreadExecutor
 
 
 # -- SparkConf ----------------------------------------------------------------------------------------------

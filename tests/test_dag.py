@@ -5,7 +5,7 @@ import operator
 
 import pytest
 
-from executors.base import TaskError
+from dstream.executors.base import TaskError
 
 
 def test_small_shuffle_result_stage_runs_on_the_driver(pctx):

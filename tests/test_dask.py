@@ -18,12 +18,12 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from driver.clock import ManualClock  # noqa: E402
+from dstream.driver.clock import ManualClock  # noqa: E402
 from dstream import Context, StreamingContext  # noqa: E402
 from dstream.context import make_executor  # noqa: E402
 from dstream.testing import advance, collect  # noqa: E402
-from executors import Task, TaskError, get_backend  # noqa: E402
-from executors.dask import DaskExecutor  # noqa: E402
+from dstream.executors import Task, TaskError, get_backend  # noqa: E402
+from dstream.executors.dask import DaskExecutor  # noqa: E402
 from tests.test_executors import ExecutorSuite  # noqa: E402
 
 LINES = ["a b a", "c b a", "", "d"]

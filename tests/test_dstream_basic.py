@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from driver.jobs import BatchError
+from dstream.driver.jobs import BatchError
 from dstream import ManualClock, StreamingContext
 from dstream.testing import run_two_streams, advance, collect, run_stream
 

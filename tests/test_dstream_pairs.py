@@ -38,7 +38,7 @@ def test_reduceByKey_with_a_python_function_and_numPartitions(ctx):
 
 
 def test_reduceByKey_needs_pairs(ssc):
-    from driver.jobs import BatchError
+    from dstream.driver.jobs import BatchError
     ssc.queueStream([[1, 2]]).reduceByKey(operator.add).foreachRDD(lambda rdd: rdd.collect())
     ssc.start()
     advance(ssc, 1)

@@ -24,11 +24,11 @@ import time
 import pytest
 
 from dstream import Context, ManualClock, StreamingContext
-from driver.jobs import BatchError
+from dstream.driver.jobs import BatchError
 from dstream.testing import advance, collect
-from executors import Task, TaskError
-from executors.base import SpeculationConf, speculatable
-from executors.processes import ProcessExecutor
+from dstream.executors import Task, TaskError
+from dstream.executors.base import SpeculationConf, speculatable
+from dstream.executors.processes import ProcessExecutor
 
 
 # -- task functions ---------------------------------------------------------------------------------------

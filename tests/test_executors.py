@@ -21,11 +21,11 @@ import pytest
 
 from dstream import context as context_module
 from dstream.context import make_executor
-from executors import SharedDirBlockStore, Task, TaskContext, TaskError, get_backend, register_backend
-from executors import base as executors_base
-from executors import broadcasts, serialization
-from executors.processes import ProcessExecutor
-from executors.threads import ThreadExecutor
+from dstream.executors import SharedDirBlockStore, Task, TaskContext, TaskError, get_backend, register_backend
+from dstream.executors import base as executors_base
+from dstream.executors import broadcasts, serialization
+from dstream.executors.processes import ProcessExecutor
+from dstream.executors.threads import ThreadExecutor
 
 
 # -- task functions (module level: the process pool imports this module by name in its workers) ----------
@@ -310,7 +310,7 @@ class TestProcessExecutor(ExecutorSuite):
         script.write_text(textwrap.dedent(f"""
             import time
             from dstream import Context
-            from executors import Task
+            from dstream.executors import Task
             ctx = Context("local[2]")
             if {busy}:
                 for i in range(2):
@@ -401,9 +401,9 @@ def test_backends_load_by_name():
 
 def test_backend_that_cannot_be_imported_names_itself(monkeypatch):
     monkeypatch.setattr(executors_base, "_BACKENDS", dict(executors_base._BACKENDS))
-    register_backend("nowhere", "executors.no_such_module:NoExecutor")
+    register_backend("nowhere", "dstream.executors.no_such_module:NoExecutor")
     with pytest.raises(ImportError, match="executor backend 'nowhere'"):
         get_backend("nowhere")
-    register_backend("misnamed", "executors.threads:NoExecutor")
+    register_backend("misnamed", "dstream.executors.threads:NoExecutor")
     with pytest.raises(ImportError, match="executor backend 'misnamed'"):
         get_backend("misnamed")

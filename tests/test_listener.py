@@ -12,9 +12,9 @@ import textwrap
 
 import pytest
 
-from driver.jobs import BatchError
-from driver.logs import LOGGER_ROOTS
-from driver.times import Time
+from dstream.driver.jobs import BatchError
+from dstream.driver.logs import LOGGER_ROOTS
+from dstream.driver.times import Time
 from dstream import ManualClock, StreamingContext, StreamingListener
 from dstream.testing import advance, collect
 
@@ -277,7 +277,7 @@ def test_spark_level_names_any_case(ctx, ssc, clock, caplog, dstream_logging, le
     ctx.setLogLevel(level)
     _run_two_timed_batches(ssc, clock)
     assert len(_batch_lines(caplog)) == (2 if shown else 0)
-    effective = logging.getLogger("driver.jobs").getEffectiveLevel()
+    effective = logging.getLogger("dstream.driver.jobs").getEffectiveLevel()
     assert effective == {"warn": logging.WARNING, "Info": logging.INFO, "ALL": 1, "trace": 5, "DEBUG": logging.DEBUG,
                          "ERROR": logging.ERROR, "FATAL": logging.CRITICAL, "OFF": logging.CRITICAL + 10}[level]
     assert all(logging.getLogger(root).level == effective for root in LOGGER_ROOTS)

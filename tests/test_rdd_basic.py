@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from executors.base import TaskError
+from dstream.executors.base import TaskError
 
 # -- Context.parallelize -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import operator
 
 import pytest
 
-from executors.base import TaskError
+from dstream.executors.base import TaskError
 
 
 def _sorted_groups(pairs):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from driver.dag import NarrowDependency, ShuffleDependency
+from dstream.driver.dag import NarrowDependency, ShuffleDependency
 from dstream.rdd import CheckpointRDD
 
 #: records seen by `_count_call` (thread executor: the tasks share this module)

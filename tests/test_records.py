@@ -12,7 +12,7 @@ import pytest
 
 import dstream.shuffle
 from dstream.records import PICKLED_KEY, is_pickled, to_rows, to_table
-from executors.base import TaskError
+from dstream.executors.base import TaskError
 
 
 class Point:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from driver.checkpoint import MAGIC, Checkpoint, CheckpointError, CheckpointWriter, read_latest
+from dstream.driver.checkpoint import MAGIC, Checkpoint, CheckpointError, CheckpointWriter, read_latest
 from dstream import ManualClock, StreamingContext
 from dstream.testing import advance
 

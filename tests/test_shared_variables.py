@@ -30,7 +30,7 @@ from dstream.accumulators import AddingAccumulatorParam
 from dstream.broadcast import SharedVariableInCheckpointError, pickling_for_checkpoint
 from dstream.streaming import SerializationError
 from dstream.testing import advance, collect
-from executors import Task, broadcasts, serialization
+from dstream.executors import Task, broadcasts, serialization
 
 
 # -- values, task functions and helpers ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ import cloudpickle
 import pytest
 
 import dstream.sources
-from driver.checkpoint import read_latest
+from dstream.driver.checkpoint import read_latest
 from dstream import ManualClock, StreamingContext
 from dstream.testing import advance, collect_timed
 

@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from driver.jobs import BatchError
+from dstream.driver.jobs import BatchError
 from dstream import ManualClock, StreamingContext
 from dstream.state import State
 from dstream.testing import advance, collect, run_stream
