@@ -1,7 +1,7 @@
 """DStream: a discretized stream, one RDD per batch time (PySpark's DStream API).
 
 Operators are small classes in the style of Spark Streaming: each knows its ``dependencies`` (parent
-streams), its ``slide_ms`` and how to ``compute(time)`` its RDD; the base class's ``get_or_compute``
+streams), its ``slide_ms`` and how to ``_compute(time)`` its RDD; the base class's ``_get_or_compute``
 alone caches generated RDDs, checks times and marks checkpoints. Most operators are a
 ``TransformedDStream`` applying an RDD operation batch by batch, as in PySpark.
 """

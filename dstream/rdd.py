@@ -1,7 +1,7 @@
 """RDD: an immutable, partitioned dataset of Arrow tables with lineage (PySpark's RDD API).
 
 Each RDD knows its parents (``dependencies``) and how to compute one partition from them
-(``compute(split, tc)``). Narrow transformations compose into one function per partition (PySpark's
+(``_compute(split, tc)``). Narrow transformations compose into one function per partition (PySpark's
 PipelinedRDD), so a chain of map/filter/flatMap runs as one task; tables are built only at stage
 boundaries: shuffle, cache, checkpoint, collect and output.
 """

@@ -1,6 +1,6 @@
 """Input streams: queueStream, textFileStream, binaryRecordsStream, socketTextStream.
 
-An input stream's ``compute(t)`` runs on the job generator when batch t falls due, so each batch takes
+An input stream's ``_compute(t)`` runs on the job generator when batch t falls due, so each batch takes
 its input exactly once: the queue items, the new files, the socket lines that arrived in (t - interval, t].
 """
 from __future__ import annotations
