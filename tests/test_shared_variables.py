@@ -31,6 +31,7 @@ from dstream.broadcast import SharedVariableInCheckpointError, pickling_for_chec
 from dstream.streaming import SerializationError
 from dstream.testing import advance, collect
 from dstream.executors import Task, broadcasts, serialization
+from .test_executor_faults import _pid_after, _wait_for  # the worker-kill helpers those tests use
 
 
 # -- values, task functions and helpers ---------------------------------------------------------------------
@@ -106,18 +107,6 @@ def _add_slowly_on_first_attempt(acc: Accumulator, marker: str, index: int, it):
     return records
 
 
-def _pid_after(seconds: float, tc) -> int:
-    time.sleep(seconds)
-    return os.getpid()
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
