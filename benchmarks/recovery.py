@@ -5,7 +5,7 @@ Run by hand (never by pytest)::
     python benchmarks/recovery.py --repeat 3      # lost 5, 20, 50 batches on local[1] and local[2]
     python benchmarks/recovery.py --lost 5 20 --lines 20
 
-The pipeline is ``dstream.demo_app``'s word count made CPU-bound: every line costs ``--work-ms`` of
+The pipeline is ``dstream.demo.app``'s word count made CPU-bound: every line costs ``--work-ms`` of
 pure-Python work in ``flatMap``, then ``updateStateByKey`` keeps the counts and ``saveAsTextFiles``
 commits each batch. One input file (``--lines`` lines) per batch, so a batch is one task when nothing
 fails.
@@ -44,10 +44,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 
-from dstream.demo import WORDS, Driver, read_batch, worker_processes
+from dstream.demo import app
+from dstream.demo.harness import DriverProcess, RestartableDriver, WordCountFiles, wait_workers_exit
+from dstream.demo.recovery_demo import WORDS
 
 NAN = float("nan")
 
@@ -141,26 +142,23 @@ class Run:
     """One job: a work directory, its driver process, the files fed to it."""
 
     def __init__(self, master: str, interval: float, work_ms: float, lines: int, checkpoint_interval: float) -> None:
-        self.master, self.interval, self.work_ms, self.lines = master, interval, work_ms, lines
-        self.checkpoint_interval = checkpoint_interval
+        self.lines = lines
         self.dir = tempfile.mkdtemp(prefix="dstream-recovery-bench-")
-        self.input, self.staging, self.out = (os.path.join(self.dir, d) for d in ("in", "staging", "out"))
-        for d in (self.input, self.staging, self.out):
-            os.makedirs(d)
+        self.job = WordCountFiles(self.dir)
         self.rng = random.Random(3)
-        self.truth: Counter[str] = Counter()
-        self.files = 0
-        self.driver: Driver | None = None
+        command = app.command(self.job.app_args(), "--interval", str(interval), "--master", master,
+                              "--checkpoint-interval", str(checkpoint_interval), "--work-ms", str(work_ms),
+                              "--report-stages")
+        self.app = RestartableDriver(command, os.path.join(self.dir, "driver.log"), cwd=self.dir)
 
-    def start(self) -> Driver:
-        args = [self.input, os.path.join(self.out, "counts"), os.path.join(self.dir, "checkpoint"),
-                "--interval", str(self.interval), "--master", self.master,
-                "--checkpoint-interval", str(self.checkpoint_interval), "--work-ms", str(self.work_ms),
-                "--report-stages"]
-        driver = self.driver = Driver(args, os.path.join(self.dir, "driver.log"), None, self.dir)
-        if driver.wait_for(lambda e: e["event"] == "started", 120) is None:
-            raise RuntimeError(f"the driver (pid {driver.pid}, exit code {driver.proc.poll()}) did not start "
-                               f"within 120 s; its events: {driver.events[:3]}; its stderr:\n{driver.stderr_tail()}")
+    @property
+    def driver(self) -> DriverProcess:
+        """The newest driver process."""
+        return self.app.process
+
+    def start(self) -> DriverProcess:
+        self.app.start(120)
+        driver = self.driver
         took = driver.started()["wall"] - driver.started_at
         if took > 10:
             print(f"#   the driver took {took:.1f} s to start: {driver.events[:2]}", file=sys.stderr)
@@ -169,35 +167,25 @@ class Run:
     def feed(self, n: int) -> list[float]:
         """Write n files, one per batch; the processing seconds of the batches that took them."""
         driver = self.driver
-        assert driver is not None
         times = []
         for _ in range(n):
             mark = driver.count()
-            lines = [" ".join(self.rng.choices(WORDS, k=8)) for _ in range(self.lines)]
-            tmp = os.path.join(self.staging, f"f{self.files:04d}.txt")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-            os.rename(tmp, os.path.join(self.input, f"f{self.files:04d}.txt"))
-            self.files += 1
-            self.truth.update(w for line in lines for w in line.split())
+            self.job.feed([" ".join(self.rng.choices(WORDS, k=8)) for _ in range(self.lines)])
             done = driver.wait_for(lambda e: e["event"] == "batch" and e["records"] > 0, 60, since=mark)
             if done is None:
-                raise RuntimeError(f"no batch took file {self.files - 1}:\n{driver.stderr_tail()}")
+                raise RuntimeError(f"no batch took file {len(self.job.files) - 1}:\n{driver.stderr_tail()}")
             times.append(done["processing_ms"] / 1000)
         return times
 
-    def kill_and_restart(self) -> Driver:
+    def kill_and_restart(self) -> DriverProcess:
         """SIGKILL the driver, wait for its executors to exit, restart it."""
         old = self.driver
-        assert old is not None
-        workers = (old.started() or {}).get("workers", [])
+        workers = old.workers
         old.kill()
-        deadline = time.time() + 5
-        while worker_processes(old.pid, workers) and time.time() < deadline:
-            time.sleep(0.05)
+        wait_workers_exit(old.pid, workers, 5)
         return self.start()
 
-    def recovered(self, driver: Driver) -> tuple[dict, dict | None]:
+    def recovered(self, driver: DriverProcess) -> tuple[dict, dict | None]:
         """Wait until every replayed batch is done: (the last one's event, the recovery stage's event)."""
         pending = set((driver.started() or {}).get("replayed", []))
         done: set[int] = set()
@@ -215,12 +203,10 @@ class Run:
 
     def counts_correct(self) -> bool:
         """The newest committed output equals the words written."""
-        names = sorted((n for n in os.listdir(self.out) if os.path.exists(os.path.join(self.out, n, "_SUCCESS"))),
-                       key=lambda n: int(n.rsplit("-", 1)[1]))
-        return bool(names) and read_batch(os.path.join(self.out, names[-1])) == self.truth
+        return bool(self.job.committed()) and self.job.latest_counts() == self.job.truth
 
     def close(self) -> None:
-        if self.driver is not None and self.driver.proc.poll() is None:
+        if self.app.runs and self.driver.running():
             self.driver.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"DSTREAMCKPT\n"
 #: bump when the payload layout changes; older files then fail with a clear CheckpointError
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 

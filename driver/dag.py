@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
+from dstream.executors import block_ids
 from dstream.executors.base import Executor, Task, TaskContext, TimedResult, execute_task
 
 
@@ -39,15 +40,15 @@ class ShuffleDependency(Dependency):
     """A stage boundary: the parent's partitions are hash-partitioned into buckets first.
 
     ``map_task(map_index)`` returns the function an executor runs to write the buckets of one parent
-    partition. A shuffle dependency pickles without its parent, so a reduce task never ships the lineage
-    of the stage before it.
+    partition; that function returns a ``MapStatus``. A shuffle dependency pickles without its parent, so
+    a reduce task never ships the lineage of the stage before it.
     """
 
     _ids = itertools.count()
 
     def __init__(self, rdd: Any, num_partitions: int, map_task: Callable[[int], Callable[[TaskContext], Any]]):
         super().__init__(rdd)
-        #: unique id naming this shuffle's blocks: ``shuffle_<id>_<map>_<reduce>``
+        #: unique id naming this shuffle's blocks (``block_ids.shuffle_block``)
         self.shuffle_id = next(ShuffleDependency._ids)
         #: number of reduce-side buckets
         self.num_partitions = num_partitions
@@ -61,7 +62,32 @@ class ShuffleDependency(Dependency):
 
     @staticmethod
     def block_id(shuffle_id: int, map_index: int, reduce_index: int) -> str:
-        return f"shuffle_{shuffle_id}_{map_index}_{reduce_index}"
+        """The block holding one bucket of one map output (``block_ids.shuffle_block``)."""
+        return block_ids.shuffle_block(shuffle_id, map_index, reduce_index)
+
+
+@dataclass(frozen=True)
+class MapStatus:
+    """What one shuffle map task reports back (Spark's MapStatus): the rows it wrote to each bucket.
+
+    An empty bucket writes no block; the scheduler sums ``rows`` per shuffle to decide whether a final stage
+    reading only small shuffles runs on the driver.
+    """
+
+    shuffle_id: int
+    map_index: int
+    #: rows written to each reduce bucket, by reduce index
+    bucket_rows: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        """Rows written to all buckets together."""
+        return sum(self.bucket_rows)
+
+    def block_ids(self) -> list[str]:
+        """The blocks this map output wrote (its non-empty buckets)."""
+        return [block_ids.shuffle_block(self.shuffle_id, self.map_index, r)
+                for r, n in enumerate(self.bucket_rows) if n]
 
 
 @dataclass
@@ -201,8 +227,8 @@ class DAGScheduler:
             statuses = iter(self._run(stage, tasks))
             with self._lock:
                 for dep in wave:
-                    sizes = [next(statuses) for _ in range(dep.num_maps)]
-                    self._shuffle_rows[dep.shuffle_id] = sum(sum(s) for s in sizes if isinstance(s, list))
+                    written = [next(statuses) for _ in range(dep.num_maps)]
+                    self._shuffle_rows[dep.shuffle_id] = sum(s.rows for s in written if isinstance(s, MapStatus))
                 self._done_shuffles.update(d.shuffle_id for d in wave)
 
     def forget_shuffle(self, shuffle_id: int) -> None:
@@ -211,7 +237,7 @@ class DAGScheduler:
             self._done_shuffles.discard(shuffle_id)
             self._shuffle_rows.pop(shuffle_id, None)
         try:
-            self.executor.remove_blocks(f"shuffle_{shuffle_id}_")
+            self.executor.remove_blocks(block_ids.shuffle_prefix(shuffle_id))
         except Exception:  # noqa: BLE001 - best effort during shutdown
             pass
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from dstream.version import __version__  # noqa: F401 - re-exported
 
 #: public name -> the module that defines it
 _EXPORTS = {

@@ -21,7 +21,7 @@ import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic, Iterator, TypeVar
 
-from dstream.executors import broadcasts, serialization
+from dstream.executors import block_ids, broadcasts, serialization
 from dstream.executors.base import TaskContext
 
 if TYPE_CHECKING:
@@ -142,7 +142,8 @@ class Broadcast(Generic[T]):
                 except Exception as exc:
                     raise pickle.PicklingError(f"Could not serialize broadcast: {type(exc).__name__}: {exc}") \
                         from exc
-                block_id = f"broadcast_{self._id}_{uuid.uuid4().hex[:12]}"  # new name each time: see unpersist
+                # a new name each time: see unpersist
+                block_id = block_ids.broadcast_block(self._id, uuid.uuid4().hex[:12])
                 broadcasts.put(ctx.executor.store, block_id, data)
                 self._lease = ctx._lease_blocks(block_id)
                 self._block_id = block_id

@@ -14,10 +14,12 @@ import pyarrow as pa
 from dstream.driver.dag import DAGScheduler
 from dstream.driver.logs import set_log_level
 from dstream.executors.base import Executor, SpeculationConf, get_backend
-from dstream import __version__, accumulators, records
+from dstream import accumulators, records
 from dstream.accumulators import Accumulator, AccumulatorParam
 from dstream.broadcast import Broadcast
 from dstream.conf import SparkConf
+from dstream.version import __version__
+from dstream.io import TextFileRDD, expand_paths, write_rdd_checkpoint
 from dstream.rdd import RDD, EmptyRDD, ParallelCollectionRDD, UnionRDD, _check_partitions
 
 #: PySpark's explanation (SPARK-5063) when a Context is captured by code that leaves the driver
@@ -25,7 +27,8 @@ CONTEXT_ONLY_ON_DRIVER = ("It appears that you are attempting to reference Spark
                           "action, or transformation. SparkContext can only be used on the driver, not in code "
                           "that it run on workers. For more information, see SPARK-5063.")
 
-_MASTER = re.compile(r"^(local|threads)(?:\[(\*|\d+)\])?$")
+#: the masters that run on this machine: local[N], local[*], threads[N] (and without [N])
+LOCAL_MASTER = re.compile(r"^(local|threads)(?:\[(\*|\d+)\])?$")
 
 
 def make_executor(master: Any) -> Executor:
@@ -39,7 +42,7 @@ def make_executor(master: Any) -> Executor:
         raise ValueError(f"master must be a string like 'local[*]' or a distributed.Client, got {master!r}")
     if master.startswith(("dask://", "tcp://")):
         return get_backend("dask")(master)
-    m = _MASTER.match(master.strip())
+    m = LOCAL_MASTER.match(master.strip())
     if not m:
         raise ValueError(f"unknown master {master!r}: use 'local[N]', 'local[*]', 'threads[N]' or 'dask://HOST:PORT'")
     kind, n = m.group(1), m.group(2)
@@ -158,6 +161,11 @@ class Context:
             raise RuntimeError("this Context has been stopped")
         return self.scheduler.run_job(rdd, func, partitions, description, local_ok)
 
+    def write_checkpoint(self, rdd: RDD, directory: str) -> RDD:
+        """Write ``rdd``'s partitions under ``directory`` as a data checkpoint, from the executors in
+        parallel; return the RDD that reads them back (used by RDD actions, see ``RDD.checkpoint``)."""
+        return write_rdd_checkpoint(rdd, directory)
+
     # -- public API ---------------------------------------------------------------------------------
     @classmethod
     def getOrCreate(cls, master: Any = None, conf: SparkConf | Mapping[str, Any] | None = None) -> "Context":
@@ -220,7 +228,6 @@ class Context:
     def textFile(self, name: str, minPartitions: int | None = None, use_unicode: bool = True,
                  encoding: str = "utf-8") -> RDD:
         """The lines of a text file, a directory of them or a glob, at any fsspec URL."""
-        from dstream.io import TextFileRDD, expand_paths
         return TextFileRDD(self, expand_paths(name), minPartitions or 1, encoding)
 
     def union(self, rdds: Sequence[RDD]) -> RDD:

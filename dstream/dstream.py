@@ -15,10 +15,15 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator
 import pyarrow as pa
 
 from dstream.durations import check_multiple, ms_to_datetime, time_to_ms, to_ms
+from dstream.io import CheckpointRDD
 from dstream.rdd import RDD, PipelinedRDD, T_co, _fn_name, public_api
 from dstream.records import Partition
+from dstream.shuffle import portable_hash
+from dstream.sinks import batch_path, get_sink
+from dstream.state import State, map_key
 
 if TYPE_CHECKING:
+    from dstream.graph import StreamRuntime
     from dstream.streaming import StreamingContext
 
 
@@ -67,9 +72,9 @@ class DStream(Generic[T_co]):
     Generic in its record type, as PySpark's is: ``DStream[str]`` in type hints.
     """
 
-    def __init__(self, ssc: "StreamingContext", dependencies: list["DStream"], slide_ms: int | None = None,
+    def __init__(self, ssc: "StreamRuntime", dependencies: list["DStream"], slide_ms: int | None = None,
                  name: str | None = None) -> None:
-        ssc._check_can_declare()
+        ssc.check_can_declare()
         #: the StreamingContext this stream belongs to
         self._ssc = ssc
         #: parent streams
@@ -160,7 +165,6 @@ class DStream(Generic[T_co]):
 
     def _update_checkpoint_data(self) -> None:
         """Record where the remembered RDDs' data snapshots are (after a batch completes)."""
-        from dstream.rdd import CheckpointRDD
         data = {}
         for t, rdd in self.generated.items():
             cp = rdd if isinstance(rdd, CheckpointRDD) else getattr(rdd, "_checkpoint_rdd", None)
@@ -171,7 +175,7 @@ class DStream(Generic[T_co]):
             newest = max(self.checkpoint_data.items(), default=None)
             self.checkpoint_data = data if data else ({newest[0]: newest[1]} if newest else {})
 
-    def _attach(self, ssc: "StreamingContext") -> None:
+    def _attach(self, ssc: "StreamRuntime") -> None:
         """Bind a stream unpickled from a checkpoint to its new context, with its snapshots restored."""
         self._ssc = ssc
         self.generated = {}
@@ -180,7 +184,6 @@ class DStream(Generic[T_co]):
 
     def _restore_checkpoint_data(self, ctx: Any) -> None:
         """After a restart: the snapshotted RDDs become this stream's generated RDDs again."""
-        from dstream.rdd import CheckpointRDD
         for t, (directory, paths) in sorted(self.checkpoint_data.items()):
             self.generated[t] = CheckpointRDD(ctx, directory, paths)
 
@@ -304,7 +307,6 @@ class DStream(Generic[T_co]):
         return self._rdd_op("repartition", lambda rdd: rdd.repartition(numPartitions))
 
     def partitionBy(self, numPartitions: int, partitionFunc: Callable[[Any], int] | None = None) -> "DStream":
-        from dstream.shuffle import portable_hash
         func = partitionFunc or portable_hash
         return self._rdd_op("partitionBy", lambda rdd: rdd.partitionBy(numPartitions, func))
 
@@ -373,7 +375,6 @@ class DStream(Generic[T_co]):
     # -- windows --------------------------------------------------------------------------------------
     def window(self, windowDuration: float, slideDuration: float | None = None) -> "DStream":
         """Every ``slideDuration``, the union of the batches of the last ``windowDuration``."""
-        from dstream.window import WindowedDStream
         window, slide = self._validate_window(windowDuration, slideDuration)
         return WindowedDStream(self, window, slide)
 
@@ -401,7 +402,6 @@ class DStream(Generic[T_co]):
                              slideDuration: float | None = None, numPartitions: int | None = None,
                              filterFunc: Callable | None = None) -> "DStream":
         """Reduce each key's values over a sliding window; with ``invFunc`` incrementally."""
-        from dstream.window import ReducedWindowedDStream
         window, slide = self._validate_window(windowDuration, slideDuration)
         reduced = self.reduceByKey(func, numPartitions)
         if invFunc is None:
@@ -420,7 +420,6 @@ class DStream(Generic[T_co]):
     def updateStateByKey(self, updateFunc: Callable[[list, Any], Any], numPartitions: int | None = None,
                          initialRDD: RDD | Iterable | None = None) -> "DStream":
         """Per-key state: ``updateFunc(new_values, old_state)`` -> new state (None removes the key)."""
-        from dstream.state import StateDStream
         return StateDStream(self, updateFunc, numPartitions, initialRDD)
 
     def mapWithState(self, func: Callable[[Any, Any, Any], Any], timeout: float | None = None,
@@ -432,7 +431,6 @@ class DStream(Generic[T_co]):
         ``state.isTimingOut()`` True, then removed. Returns the stream of mapped records; its
         ``stateSnapshots()`` is the stream of (key, state) pairs.
         """
-        from dstream.state import MapWithStateDStream
         return MapWithStateDStream(self, func, timeout, initialState, numPartitions)
 
     # -- output operations ---------------------------------------------------------------------------
@@ -443,7 +441,8 @@ class DStream(Generic[T_co]):
 
     def foreachBatch(self, func: Callable[[RDD, int], None]) -> None:
         """Run ``func(rdd, batch_time_ms)``: the batch time is a stable id for an idempotent sink."""
-        ForEachDStream(self, lambda t, rdd: func(rdd, t), f"foreachBatch({_fn_name(func)})", func)
+        sink = get_sink("foreachBatch")(func)
+        ForEachDStream(self, lambda t, rdd: sink.save(rdd, str(t), "skip"), f"foreachBatch({_fn_name(func)})", func)
 
     def pprint(self, num: int = 10) -> None:
         """Print the first ``num`` records of each batch."""
@@ -462,14 +461,13 @@ class DStream(Generic[T_co]):
 
     def saveAsTextFiles(self, prefix: str, suffix: str | None = None) -> None:
         """Each batch to ``prefix-<time ms>[.suffix]``: part files and ``_SUCCESS``, committed once."""
-        from dstream.sinks import batch_path, save_text_partitions
-        ForEachDStream(self, lambda t, rdd: save_text_partitions(rdd, batch_path(prefix, t, suffix), "skip"),
-                       "saveAsTextFiles")
+        sink = get_sink("text")()
+        ForEachDStream(self, lambda t, rdd: sink.save(rdd, batch_path(prefix, t, suffix), "skip"), "saveAsTextFiles")
 
     def saveAsParquetFiles(self, prefix: str, suffix: str | None = "parquet") -> None:
         """Each batch as Parquet files under ``prefix-<time ms>[.suffix]``, committed once."""
-        from dstream.sinks import batch_path, save_parquet_partitions
-        ForEachDStream(self, lambda t, rdd: save_parquet_partitions(rdd, batch_path(prefix, t, suffix), "skip"),
+        sink = get_sink("parquet")()
+        ForEachDStream(self, lambda t, rdd: sink.save(rdd, batch_path(prefix, t, suffix), "skip"),
                        "saveAsParquetFiles")
 
 
@@ -511,10 +509,208 @@ class ForEachDStream(DStream):
         self.func = func
         self.user_func = user_func
         #: position among the context's output operations (their run order)
-        self.output_id = parent._ssc._graph.add_output(self)
+        self.output_id = parent._ssc.graph.add_output(self)
 
     def generate_job(self, time_ms: int) -> Callable[[], None] | None:
         rdd = self.dependencies[0]._get_or_compute(time_ms)
         if rdd is None:
             return None
         return functools.partial(self.func, time_ms, rdd)
+
+
+# -- windows (window, reduceByKeyAndWindow) ----------------------------------------------------------
+#
+# A window of length W sliding by S over a parent with slide P (W and S multiples of P): at each valid
+# time t it covers the parent's batches in (t - W, t]::
+#
+#     parent batches:   |b1 |b2 |b3 |b4 |b5 |b6 |
+#     window W=3P, S=2P:        [b1 b2 b3]                t = 3P
+#                                     [b3 b4 b5]        t = 5P
+
+class WindowedDStream(DStream):
+    """The union of the parent's RDDs in the window ending at each slide."""
+
+    def __init__(self, parent: DStream, window_ms: int, slide_ms: int) -> None:
+        super().__init__(parent._ssc, [parent], slide_ms, name=f"window({window_ms / 1000:g}s, {slide_ms / 1000:g}s)")
+        #: window length in ms
+        self.window_ms = window_ms
+        # Each parent RDD is read by several windows: keep it cached.
+        parent.persist()
+
+    def _parent_remember_ms(self) -> int:
+        return (self.remember_ms or self.slide_ms) + self.window_ms
+
+    def _compute(self, time_ms: int) -> RDD | None:
+        parent = self.dependencies[0]
+        rdds = parent._slice_ms(time_ms - self.window_ms + parent.slide_ms, time_ms)
+        ctx = self._ssc.sparkContext
+        return ctx.union(rdds) if rdds else ctx.emptyRDD()
+
+
+class ReducedWindowedDStream(DStream):
+    """reduceByKeyAndWindow with an inverse function: the previous window, minus the batches that left,
+    plus the batches that arrived (Spark's ReducedWindowedDStream)::
+
+         _____________________________
+        |  previous window   _________|___________________
+        |___________________|       current window        |   ---> time
+                            |_____________________________|
+        |________ _________|          |________ _________|
+                 |                             |
+              old RDDs                     new RDDs
+
+    For a window shorter than 5 slides it reduces the whole window, which is cheaper.
+    """
+
+    def __init__(self, reduced: DStream, func: Callable, inv_func: Callable, window_ms: int, slide_ms: int,
+                 num_partitions: int | None, filter_func: Callable | None) -> None:
+        super().__init__(reduced._ssc, [reduced], slide_ms,
+                         name=f"reduceByKeyAndWindow({window_ms / 1000:g}s, {slide_ms / 1000:g}s)")
+        self.window_ms = window_ms
+        self.func = func
+        self.inv_func = inv_func
+        self.filter_func = filter_func
+        self._num_partitions = num_partitions
+        self.must_checkpoint = True
+        self.must_cache = True
+        reduced.persist()
+
+    def _parent_remember_ms(self) -> int:
+        return (self.remember_ms or self.slide_ms) + self.window_ms
+
+    def _n(self, rdd: RDD) -> int:
+        return self._num_partitions or rdd.ctx.defaultParallelism
+
+    def _reduce(self, acc: RDD | None, new: RDD) -> RDD:
+        new = new.reduceByKey(self.func, self._n(new))
+        out = acc.union(new).reduceByKey(self.func, self._n(new)) if acc is not None else new
+        return out.filter(self.filter_func) if self.filter_func is not None else out
+
+    def _subtract(self, acc: RDD, old: RDD) -> RDD:
+        old = old.reduceByKey(self.func, self._n(old))
+        inv = self.inv_func
+        return acc.leftOuterJoin(old, self._n(old)).mapValues(
+            lambda vw: inv(vw[0], vw[1]) if vw[1] is not None else vw[0])
+
+    def _compute(self, time_ms: int) -> RDD | None:
+        parent = self.dependencies[0]
+        ctx = self._ssc.sparkContext
+        begin, end = time_ms - self.window_ms, time_ms
+        previous_end = end - self.slide_ms
+        previous = self._get_or_compute(previous_end) if self.window_ms >= self.slide_ms * 5 else None
+        if previous is not None:
+            previous = materialised(previous)
+            old = parent._slice_ms(previous_end - self.window_ms + parent.slide_ms, begin)
+            acc = self._subtract(previous, ctx.union(old)) if old else previous
+            new = parent._slice_ms(previous_end + parent.slide_ms, end)
+            return self._reduce(acc, ctx.union(new)) if new else acc
+        current = parent._slice_ms(begin + parent.slide_ms, end)
+        if not current:
+            return None
+        return self._reduce(None, ctx.union(current))
+
+
+# -- state (updateStateByKey, mapWithState) --------------------------------------------------------
+#
+# Each batch's state RDD is built from the previous batch's state and the batch's new records. State RDDs
+# are cached, and the next batch reads the previous state from its cached blocks (``materialised``, which
+# uses ``RDD._truncated``), so lineage does not grow with the stream; data checkpoints cut it on disk.
+
+def _as_rdd(ssc: Any, initial: RDD | Iterable | None) -> RDD | None:
+    if initial is None or isinstance(initial, RDD):
+        return initial
+    return ssc.sparkContext.parallelize(list(initial))
+
+
+class _KeyedStateDStream(DStream):
+    """A stream whose RDD at each batch is per-key state built on the previous batch's: cached, and
+    snapshotted every checkpoint interval (so it needs ``StreamingContext.checkpoint``)."""
+
+    def __init__(self, parent: DStream, name: str, initial: RDD | Iterable | None,
+                 num_partitions: int | None) -> None:
+        super().__init__(parent._ssc, [parent], name=name)
+        self._initial = _as_rdd(parent._ssc, initial)
+        self._num_partitions = num_partitions
+        self.must_checkpoint = True
+        self.must_cache = True
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_initial"] = None  # used by the first batch only; a restored stream has snapshots
+        return state
+
+
+class StateDStream(_KeyedStateDStream):
+    """updateStateByKey: ``update(new_values, old_state_or_None)`` for every key with new values or state."""
+
+    def __init__(self, parent: DStream, update: Callable[[list, Any], Any], num_partitions: int | None,
+                 initial: RDD | Iterable | None) -> None:
+        super().__init__(parent, f"updateStateByKey({_fn_name(update)})", initial, num_partitions)
+        self.update = update
+
+    def _compute(self, time_ms: int) -> RDD | None:
+        parent = self.dependencies[0]
+        previous = self._get_or_compute(time_ms - self.slide_ms) if time_ms - self.slide_ms > self.zero_ms \
+            else self._initial
+        ctx = self._ssc.sparkContext
+        new = parent._get_or_compute(time_ms) or ctx.emptyRDD()
+        n = self._num_partitions or ctx.defaultParallelism
+        update = self.update
+        if previous is None:
+            grouped = new.groupByKey(n).mapValues(lambda vs: (vs, None))
+        else:
+            grouped = materialised(previous).cogroup(new, n).mapValues(
+                lambda sv: (sv[1], sv[0][0] if sv[0] else None))
+        return grouped.mapValues(lambda vs_s: update(vs_s[0], vs_s[1])).filter(lambda kv: kv[1] is not None)
+
+
+class MapWithStateDStream(DStream):
+    """The mapped records of mapWithState; ``stateSnapshots()`` gives the (key, state) pairs."""
+
+    def __init__(self, parent: DStream, func: Callable[[Any, Any, State], Any], timeout: float | None,
+                 initial: RDD | Iterable | None, num_partitions: int | None) -> None:
+        timeout_ms = None if timeout is None else to_ms(timeout, "timeout")
+        self.internal = _MapWithStateInternal(parent, func, timeout_ms, initial, num_partitions)
+        super().__init__(parent._ssc, [self.internal], name=f"mapWithState({_fn_name(func)})")
+
+    def _compute(self, time_ms: int) -> RDD | None:
+        rdd = self.internal._get_or_compute(time_ms)
+        return None if rdd is None else rdd.flatMap(lambda kv: kv[1][2])
+
+    def stateSnapshots(self) -> DStream:
+        """The stream of every key's current state, (key, state), after each batch."""
+        return _StateSnapshots(self.internal)
+
+
+class _StateSnapshots(DStream):
+    def __init__(self, internal: "_MapWithStateInternal") -> None:
+        super().__init__(internal._ssc, [internal], name="stateSnapshots")
+
+    def _compute(self, time_ms: int) -> RDD | None:
+        rdd = self.dependencies[0]._get_or_compute(time_ms)
+        return None if rdd is None else rdd.filter(lambda kv: kv[1][1] is not None).mapValues(lambda s: s[0])
+
+
+class _MapWithStateInternal(_KeyedStateDStream):
+    """Per key: (state value, last update time or None when gone, mapped records of this batch)."""
+
+    def __init__(self, parent: DStream, func: Callable, timeout_ms: int | None,
+                 initial: RDD | Iterable | None, num_partitions: int | None) -> None:
+        super().__init__(parent, f"mapWithState({_fn_name(func)}) state", initial, num_partitions)
+        self.func = func
+        self.timeout_ms = timeout_ms
+
+    def _compute(self, time_ms: int) -> RDD | None:
+        parent = self.dependencies[0]
+        ctx = self._ssc.sparkContext
+        if time_ms - self.slide_ms > self.zero_ms:
+            previous = self._get_or_compute(time_ms - self.slide_ms)
+            states = None if previous is None else materialised(previous).filter(
+                lambda kv: kv[1][1] is not None).mapValues(lambda s: (s[0], s[1]))
+        else:
+            states = None if self._initial is None else self._initial.mapValues(lambda v: (v, time_ms))
+        new = parent._get_or_compute(time_ms) or ctx.emptyRDD()
+        n = self._num_partitions or ctx.defaultParallelism
+        states = states if states is not None else ctx.emptyRDD()
+        func, timeout_ms = self.func, self.timeout_ms
+        return new.cogroup(states, n).map(lambda kv: (kv[0], map_key(func, timeout_ms, time_ms, kv[0], kv[1])))

@@ -1,4 +1,5 @@
-"""Reading and writing files on any fsspec URL: text inputs, Arrow checkpoint files."""
+"""Reading and writing files on any fsspec URL: text inputs (``TextFileRDD``) and RDD data checkpoints
+(Arrow IPC part files, ``CheckpointRDD``). The io layer: it builds on the core (``rdd``, ``records``)."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +12,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from dstream.executors.base import TaskContext
-from dstream.rdd import RDD, CheckpointRDD
+from dstream.rdd import RDD
+from dstream.records import Partition, as_table
 
 if TYPE_CHECKING:
     from dstream.context import Context
@@ -127,8 +129,41 @@ def read_arrow_file(url: str) -> pa.Table:
         return ipc.open_file(pa.BufferReader(f.read())).read_all()
 
 
+class BinaryRecordsRDD(RDD):
+    """Fixed-length byte records of files, one partition per file."""
+
+    def __init__(self, ctx: "Context", paths: list[str], record_length: int) -> None:
+        super().__init__(ctx, [], len(paths))
+        self.paths = paths
+        self.record_length = record_length
+
+    def _compute(self, split: int, tc: TaskContext) -> pa.Table:
+        path = self.paths[split]
+        with fsspec.open(path, "rb") as f:
+            data = f.read()
+        n = self.record_length
+        if len(data) % n:
+            raise ValueError(f"the file {path} has {len(data)} bytes, not a multiple of recordLength={n}")
+        return pa.table({"value": pa.array([data[i:i + n] for i in range(0, len(data), n)], pa.binary())})
+
+
+class CheckpointRDD(RDD):
+    """Partitions read back from Arrow IPC files written by ``RDD.checkpoint`` (any fsspec URL)."""
+
+    def __init__(self, ctx: "Context", directory: str, paths: list[str]) -> None:
+        super().__init__(ctx, [], len(paths))
+        #: the checkpoint directory (fsspec URL) and its part files
+        self.directory = directory
+        self.paths = paths
+
+    def _compute(self, split: int, tc: TaskContext) -> Partition:
+        return read_arrow_file(self.paths[split])
+
+    def is_available(self) -> bool:
+        return True
+
+
 def _write_partition(rdd: RDD, directory: str, split: int, tc: TaskContext) -> str:
-    from dstream.records import as_table
     url = join(directory, f"part-{split:05d}.arrow")
     write_arrow_file(url, as_table(rdd._iterator(split, tc)))
     return url

@@ -12,6 +12,7 @@ import copy
 import functools
 import heapq
 import itertools
+import math
 import operator
 import random
 import re
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Se
 
 import pyarrow as pa
 
-from dstream.driver.dag import NarrowDependency, ShuffleDependency
+from dstream.driver.dag import MapStatus, NarrowDependency, ShuffleDependency
+from dstream.executors import block_ids
 from dstream.executors.base import TaskContext
 from dstream import records
 from dstream.records import Partition, as_rows, as_table
 from dstream.shuffle import (Aggregator, _identity, count_values, merge_combiners, portable_hash, read_bucket,
                              reducer, write_map_output)
+from dstream.sinks import get_sink
 from dstream.sql import check_query, run_query
 
 if TYPE_CHECKING:
@@ -87,7 +90,7 @@ class RDD(Generic[T_co]):
         return self._compute(split, tc)
 
     def _block_id(self, split: int) -> str:
-        return f"rdd_{self._id}_{split}"
+        return block_ids.rdd_block(self._id, split)
 
     def is_available(self) -> bool:
         """True when every partition is materialised (cached), so the parents need not run."""
@@ -174,7 +177,7 @@ class RDD(Generic[T_co]):
     def persist(self, storageLevel: Any = None) -> "RDD":
         if not self.is_cached:
             self.is_cached = True
-            self._lease = self.ctx._lease_blocks(f"rdd_{self._id}_")
+            self._lease = self.ctx._lease_blocks(block_ids.rdd_prefix(self._id))
         return self
 
     def unpersist(self, blocking: bool = False) -> "RDD":
@@ -210,9 +213,9 @@ class RDD(Generic[T_co]):
     def getCheckpointFile(self) -> str | None:
         return self._checkpoint_rdd.directory if self._checkpoint_rdd is not None else None
 
-    def _after_action(self) -> None:
-        """Write the checkpoints an action marked: this RDD's, else the nearest marked ancestors' (Spark's
-        ``doCheckpoint``)."""
+    def _checkpoints_due(self) -> list["RDD"]:
+        """The RDDs an action must checkpoint: this one if marked, else the nearest marked ancestors
+        (Spark's ``doCheckpoint``)."""
         pending: list[RDD] = []
         seen: set[int] = set()
 
@@ -229,9 +232,13 @@ class RDD(Generic[T_co]):
                     find(dep.rdd)
 
         find(self)
-        from dstream.io import write_rdd_checkpoint
-        for rdd in pending:
-            checkpoint = write_rdd_checkpoint(rdd, rdd._checkpoint_dir)
+        return pending
+
+    def _after_action(self) -> None:
+        """Write the data checkpoints the action marked (the Context writes them: files are the io layer's
+        business) and cut each checkpointed RDD's lineage there."""
+        for rdd in self._checkpoints_due():
+            checkpoint = self.ctx.write_checkpoint(rdd, rdd._checkpoint_dir)
             rdd._checkpoint_rdd = checkpoint
             rdd.dependencies = [NarrowDependency(checkpoint)]
 
@@ -631,12 +638,11 @@ class RDD(Generic[T_co]):
 
     def saveAsTextFile(self, path: str, compressionCodecClass: str | None = None) -> None:
         """Write ``str(record)`` lines as ``part-NNNNN`` files under ``path`` (fsspec URL), then ``_SUCCESS``."""
-        from dstream.sinks import save_text_partitions
-        save_text_partitions(self, path)
+        get_sink("text")().save(self, path)
 
     def saveAsParquetFile(self, path: str) -> None:
-        from dstream.sinks import save_parquet_partitions
-        save_parquet_partitions(self, path)
+        """Write each non-empty partition as a ``part-NNNNN.parquet`` file under ``path``, then ``_SUCCESS``."""
+        get_sink("parquet")().save(self, path)
 
 
 builtin_filter = filter
@@ -671,7 +677,6 @@ def _bar(partitions: str) -> str:
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
-    import math
     limit, k, p = math.exp(-lam), 0, rng.random()
     while p > limit:
         k += 1
@@ -789,12 +794,12 @@ class ParallelCollectionRDD(RDD):
 
     def __init__(self, ctx: "Context", slices: list[pa.Table]) -> None:
         super().__init__(ctx, [], len(slices))
-        self._data_lease = ctx._lease_blocks(f"data_{self._id}_")
+        self._data_lease = ctx._lease_blocks(block_ids.data_prefix(self._id))
         for i, table in enumerate(slices):
-            ctx.executor.store.put(f"data_{self._id}_{i}", table)
+            ctx.executor.store.put(block_ids.data_block(self._id, i), table)
 
     def _compute(self, split: int, tc: TaskContext) -> Partition:
-        table = tc.store.get(f"data_{self._id}_{split}")
+        table = tc.store.get(block_ids.data_block(self._id, split))
         if table is None:
             raise RuntimeError(f"{self!r}: partition {split} is no longer in the block store")
         return table
@@ -929,12 +934,12 @@ class _GatherWriter:
         return functools.partial(_write_whole_partition, self.prev, map_index, self.shuffle_id)
 
 
-def _write_whole_partition(parent: RDD, map_index: int, shuffle_id: int, tc: TaskContext) -> list[int]:
-    """The map task of a GatherRDD: the partition's table as its only bucket; returns its row count."""
+def _write_whole_partition(parent: RDD, map_index: int, shuffle_id: int, tc: TaskContext) -> MapStatus:
+    """The map task of a GatherRDD: the partition's table as its only bucket; reports its row count."""
     table = as_table(parent._iterator(map_index, tc))
     if table.num_rows:
-        tc.store.put(ShuffleDependency.block_id(shuffle_id, map_index, 0), table)
-    return [table.num_rows]
+        tc.store.put(block_ids.shuffle_block(shuffle_id, map_index, 0), table)
+    return MapStatus(shuffle_id, map_index, (table.num_rows,))
 
 
 class _MapOutputWriter:
@@ -949,20 +954,3 @@ class _MapOutputWriter:
     def task(self, map_index: int) -> Callable[[TaskContext], Any]:
         return functools.partial(write_map_output, self.prev, map_index, self.shuffle_id, self.n,
                                  self.partition_func, self.aggregator, self.map_side_combine, self.what)
-
-
-class CheckpointRDD(RDD):
-    """Partitions read back from Arrow IPC files written by ``RDD.checkpoint`` (any fsspec URL)."""
-
-    def __init__(self, ctx: "Context", directory: str, paths: list[str]) -> None:
-        super().__init__(ctx, [], len(paths))
-        #: the checkpoint directory (fsspec URL) and its part files
-        self.directory = directory
-        self.paths = paths
-
-    def _compute(self, split: int, tc: TaskContext) -> Partition:
-        from dstream.io import read_arrow_file
-        return read_arrow_file(self.paths[split])
-
-    def is_available(self) -> bool:
-        return True

@@ -7,6 +7,7 @@ hash group-bys; any other Python function takes the row path. Both give the same
 """
 from __future__ import annotations
 
+import operator
 import sys
 import zlib
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dstream.driver.dag import ShuffleDependency
+from dstream.driver.dag import MapStatus
+from dstream.executors import block_ids
 from dstream.executors.base import TaskContext
-from dstream.records import Partition, as_rows, concat, is_pair_table, is_pickled, to_table
+from dstream.records import Partition, as_rows, concat, decode_column, is_pair_table, is_pickled, to_table
 
 
 def portable_hash(x: Any) -> int:
@@ -69,7 +71,6 @@ def bucket_ids(keys: pa.ChunkedArray, field: pa.Field, n: int) -> np.ndarray:
         indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
         per_value = np.append(per_value, 0)  # index -1 (null key) -> bucket 0
         return per_value[indices]
-    from dstream.records import decode_column
     return np.fromiter((portable_hash(k) % n for k in decode_column(keys, field)), dtype=np.int64,
                        count=len(keys))
 
@@ -133,7 +134,6 @@ class Aggregator:
 
 def reducer(func: Callable[[Any, Any], Any]) -> Aggregator:
     """The aggregator of ``reduceByKey(func)``, recognising the reductions Arrow can run."""
-    import operator
     op = {operator.add: "sum", min: "min", max: "max"}.get(func)
     return Aggregator(_identity, func, func, op)
 
@@ -259,8 +259,8 @@ def _require_pairs(rows: Iterable[Any], what: str) -> Iterable[tuple[Any, Any]]:
 
 def write_map_output(parent: Any, map_index: int, shuffle_id: int, n: int,
                      partition_func: Callable[[Any], int] | None, aggregator: Aggregator | None,
-                     map_side_combine: bool, what: str, tc: TaskContext) -> list[int]:
-    """The task of one map partition: combine, bucket and store; return the rows per bucket."""
+                     map_side_combine: bool, what: str, tc: TaskContext) -> MapStatus:
+    """The task of one map partition: combine, bucket and store; report the rows per bucket."""
     part = parent._iterator(map_index, tc)
     if aggregator is not None and map_side_combine:
         part = combine_values(part, aggregator, what)
@@ -276,14 +276,14 @@ def write_map_output(parent: Any, map_index: int, shuffle_id: int, n: int,
     for r, bucket in enumerate(buckets):
         sizes.append(bucket.num_rows)
         if bucket.num_rows:
-            tc.store.put(ShuffleDependency.block_id(shuffle_id, map_index, r), bucket)
-    return sizes
+            tc.store.put(block_ids.shuffle_block(shuffle_id, map_index, r), bucket)
+    return MapStatus(shuffle_id, map_index, tuple(sizes))
 
 
 def read_bucket(tc: TaskContext, shuffle_id: int, num_maps: int, reduce_index: int) -> pa.Table:
     tables = []
     for m in range(num_maps):
-        t = tc.store.get(ShuffleDependency.block_id(shuffle_id, m, reduce_index))
+        t = tc.store.get(block_ids.shuffle_block(shuffle_id, m, reduce_index))
         if t is not None:
             tables.append(t)
     return concat(tables)

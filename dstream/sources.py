@@ -6,23 +6,24 @@ its input exactly once: the queue items, the new files, the socket lines that ar
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import socket
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
-import pyarrow as pa
+import fsspec
 
 from dstream.driver.jobs import records_wanted
 from dstream.driver.times import batch_name
 from dstream.dstream import DStream
-from dstream.io import url_to_fs
+from dstream.executors.threads import ThreadExecutor
+from dstream.io import BinaryRecordsRDD, TextFileRDD, url_to_fs
 from dstream.rdd import RDD
+from dstream.wal import WriteAheadLog, WriteAheadLogError, wal_dir
 
 if TYPE_CHECKING:
-    from dstream.streaming import StreamingContext
+    from dstream.graph import StreamRuntime
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ class InputDStream(DStream):
     Its input stream id (``StreamInputInfo.inputStreamId``) is its position among the context's inputs.
     """
 
-    def __init__(self, ssc: "StreamingContext", name: str) -> None:
-        super().__init__(ssc, [], ssc._interval_ms, name=name)
+    def __init__(self, ssc: "StreamRuntime", name: str) -> None:
+        super().__init__(ssc, [], ssc.interval_ms, name=name)
         #: records taken per batch time, for BatchInfo.numRecords
         self.records_per_batch: dict[int, int] = {}
-        ssc._graph.add_input(self)
+        ssc.graph.add_input(self)
 
     def start(self) -> None:
         """Called when the context starts."""
@@ -63,7 +64,7 @@ class InputDStream(DStream):
 class QueueInputDStream(InputDStream):
     """Batches from a queue of RDDs (or lists): one per batch, or all at once; ``default`` when empty."""
 
-    def __init__(self, ssc: "StreamingContext", items: Iterable[Any], one_at_a_time: bool, default: Any) -> None:
+    def __init__(self, ssc: "StreamRuntime", items: Iterable[Any], one_at_a_time: bool, default: Any) -> None:
         super().__init__(ssc, "queueStream")
         ctx = ssc.sparkContext
         #: records of the queued RDDs made from lists, by RDD id (an RDD given as such is not counted)
@@ -160,12 +161,11 @@ class FileInputDStream(InputDStream):
     the driver process's memory, which executor processes cannot see.
     """
 
-    def __init__(self, ssc: "StreamingContext", directory: str, kind: str, record_length: int = 0,
+    def __init__(self, ssc: "StreamRuntime", directory: str, kind: str, record_length: int = 0,
                  new_files_only: bool = True) -> None:
         if not isinstance(directory, str) or not directory:
             raise ValueError(f"{kind}: directory must be a path or URL string, got {directory!r}")
         if directory.startswith("memory://"):
-            from dstream.executors.threads import ThreadExecutor
             if not isinstance(ssc.sparkContext.executor, ThreadExecutor):
                 raise ValueError(f"{kind}({directory}): memory:// directories need the thread executor "
                                  f"(Context('threads[N]')); executor processes cannot see the driver's memory")
@@ -237,13 +237,12 @@ class FileInputDStream(InputDStream):
             self.last_listed_ms = time_ms
         if self.kind == "binaryRecordsStream":
             self.records_per_batch[time_ms] = sum(listed[f] // self.record_length for f in new)
-        elif records_wanted(self._ssc._bus):  # counting reads the files once more, on the driver
+        elif records_wanted(self._ssc.listener_bus):  # counting reads the files once more, on the driver
             self.records_per_batch[time_ms] = sum(_count_lines(f) for f in new)
         if not new:
             return ctx.emptyRDD()
         if self.kind == "binaryRecordsStream":
             return BinaryRecordsRDD(ctx, new, self.record_length)
-        from dstream.io import TextFileRDD
         return TextFileRDD(ctx, new, 1, "utf-8")
 
 
@@ -252,7 +251,6 @@ def _count_lines(url: str) -> int:
 
     For BatchInfo.numRecords only: a file that cannot be read counts 0 (its task reports the error).
     """
-    import fsspec
     n, last = 0, b""
     try:
         with fsspec.open(url, "rb") as f:
@@ -264,145 +262,6 @@ def _count_lines(url: str) -> int:
     except Exception:  # noqa: BLE001 - informational only; never fail the batch here
         return 0
     return n + (1 if last not in (b"", b"\n", b"\r") else 0)
-
-
-class BinaryRecordsRDD(RDD):
-    """Fixed-length byte records of files, one partition per file."""
-
-    def __init__(self, ctx: Any, paths: list[str], record_length: int) -> None:
-        super().__init__(ctx, [], len(paths))
-        self.paths = paths
-        self.record_length = record_length
-
-    def _compute(self, split: int, tc: Any) -> pa.Table:
-        import fsspec
-        path = self.paths[split]
-        with fsspec.open(path, "rb") as f:
-            data = f.read()
-        n = self.record_length
-        if len(data) % n:
-            raise ValueError(f"the file {path} has {len(data)} bytes, not a multiple of recordLength={n}")
-        return pa.table({"value": pa.array([data[i:i + n] for i in range(0, len(data), n)], pa.binary())})
-
-
-class _WriteAheadLog:
-    """A receiver's write-ahead log: received lines in segment files under one directory (any fsspec URL).
-
-    A segment is named ``segment-<number of its first line>`` and holds UTF-8 lines, each ending in
-    ``\\n``; once a segment holds ``max_lines`` lines or ``max_bytes`` bytes the next write starts a new
-    one, and so does a restart (a segment is never appended to by two drivers). Line numbers run on
-    across segments and restarts. A last line without its ``\\n`` was torn by a crash while being
-    written: it was never buffered, so it is not a line. Appends are flushed (and fsynced on local disks)
-    before ``append`` returns.
-    """
-
-    PREFIX = "segment-"
-
-    def __init__(self, url: str, max_lines: int, max_bytes: int, start: int = 0, fresh: bool = False) -> None:
-        from fsspec.implementations.local import LocalFileSystem
-        self.url = url
-        self.max_lines, self.max_bytes = max_lines, max_bytes
-        self.fs, self.path = url_to_fs(url)
-        self.local = isinstance(self.fs, LocalFileSystem)
-        self.fs.makedirs(self.path, exist_ok=True)
-        self._lock = threading.Lock()
-        #: the first line number of each segment, oldest first
-        self.segments: list[int] = self._list()
-        if fresh and self.segments:
-            log.warning("%s: deleting the write-ahead log of an earlier run that left no checkpoint", url)
-            self._delete(self.segments)
-            self.segments = []
-        if self.segments and not self.read_segment(self.segments[-1]):
-            self._delete(self.segments[-1:])  # it holds no complete line; its name is reused
-            self.segments.pop()
-        last = self.segments[-1] + len(self.read_segment(self.segments[-1])) if self.segments else 0
-        #: the number the next appended line gets
-        self.next_line = max(start, last)
-        self._file: Any = None
-        self._lines_in_file = self._bytes_in_file = 0
-
-    def _name(self, first: int) -> str:
-        return posixpath.join(self.path, f"{self.PREFIX}{first:012d}")
-
-    def _list(self) -> list[int]:
-        try:
-            names = [posixpath.basename(p) for p in self.fs.ls(self.path, detail=False)]
-        except FileNotFoundError:
-            return []
-        return sorted(int(n[len(self.PREFIX):]) for n in names
-                      if n.startswith(self.PREFIX) and n[len(self.PREFIX):].isdigit())
-
-    def read_segment(self, first: int) -> list[str]:
-        """The complete lines of one segment."""
-        try:
-            data = self.fs.cat_file(self._name(first))
-        except FileNotFoundError:
-            return []
-        return [ln.decode("utf-8") for ln in data.split(b"\n")[:-1]]
-
-    def read(self, first: int, end: int) -> list[str]:
-        """Lines ``first`` to ``end - 1``."""
-        with self._lock:
-            segments = list(self.segments)
-        out: list[str] = []
-        for i, start in enumerate(segments):
-            stop = segments[i + 1] if i + 1 < len(segments) else end
-            if start < end and stop > first:
-                out += self.read_segment(start)[max(first - start, 0):end - start]
-        return out
-
-    def append(self, lines: list[str]) -> None:
-        """Write ``lines`` durably (the receiver thread is the only writer)."""
-        data = b"".join(ln.encode("utf-8") + b"\n" for ln in lines)
-        if self._file is None:
-            self._file = self.fs.open(self._name(self.next_line), "wb")
-            with self._lock:
-                self.segments.append(self.next_line)
-            if self.local:
-                self._fsync_dir()
-        self._file.write(data)
-        self._file.flush()
-        if self.local:
-            os.fsync(self._file.fileno())
-        self.next_line += len(lines)
-        self._lines_in_file += len(lines)
-        self._bytes_in_file += len(data)
-        if self._lines_in_file >= self.max_lines or self._bytes_in_file >= self.max_bytes:
-            self.close()
-
-    def _fsync_dir(self) -> None:
-        """Make a new segment's directory entry durable too."""
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            self._lines_in_file = self._bytes_in_file = 0
-
-    def delete_before(self, line: int) -> None:
-        """Delete the segments whose lines all come before ``line`` (never the newest segment)."""
-        with self._lock:
-            old = [s for s, nxt in zip(self.segments, self.segments[1:]) if nxt <= line]
-            self.segments = self.segments[len(old):]
-        self._delete(old)
-
-    def _delete(self, segments: list[int]) -> None:
-        for first in segments:
-            try:
-                self.fs.rm(self._name(first))
-            except FileNotFoundError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - a leftover segment is harmless
-                log.warning("could not delete write-ahead log segment %s: %s", self._name(first), exc)
-
-
-class WriteAheadLogError(RuntimeError):
-    """socketTextStream could not write its write-ahead log, so its receiver stopped."""
 
 
 class SocketInputDStream(InputDStream):
@@ -424,11 +283,11 @@ class SocketInputDStream(InputDStream):
     #: it (older metadata checkpoints, read when a newer one is damaged, may need what the newest does not)
     wal_keep = 10
 
-    def __init__(self, ssc: "StreamingContext", host: str, port: int, retry: float = 0.5) -> None:
+    def __init__(self, ssc: "StreamRuntime", host: str, port: int, retry: float = 0.5) -> None:
         super().__init__(ssc, f"socketTextStream({host}:{port})")
         self.host, self.port, self.retry = host, port, retry
         #: the write-ahead log's directory name: the stream's position among the context's inputs
-        self.stream_id = f"input-{ssc._graph.inputs.index(self)}"
+        self.stream_id = f"input-{ssc.graph.inputs.index(self)}"
         #: with the write-ahead log: the log lines [first, end) each remembered batch took
         self.batch_wal: dict[int, tuple[int, int]] = {}
         #: the first log line not yet taken by a batch (the buffered lines follow it, in order)
@@ -443,7 +302,7 @@ class SocketInputDStream(InputDStream):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._wal: _WriteAheadLog | None = None
+        self._wal: WriteAheadLog | None = None
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
@@ -451,16 +310,15 @@ class SocketInputDStream(InputDStream):
             state[k] = None
         return state
 
-    def _attach(self, ssc: "StreamingContext") -> None:
+    def _attach(self, ssc: "StreamRuntime") -> None:
         super()._attach(ssc)
         self._init_receiver()
 
-    def _open_wal(self, fresh: bool) -> _WriteAheadLog | None:
-        directory = self._ssc._checkpoint_dir
+    def _open_wal(self, fresh: bool) -> WriteAheadLog | None:
+        directory = self._ssc.checkpoint_dir
         if directory is None:
             return None
-        from dstream.recovery import wal_dir
-        return _WriteAheadLog(wal_dir(directory, self.stream_id), self.wal_segment_lines,
+        return WriteAheadLog(wal_dir(directory, self.stream_id), self.wal_segment_lines,
                               self.wal_segment_bytes, start=self.wal_taken, fresh=fresh)
 
     def start(self) -> None:
@@ -504,7 +362,7 @@ class SocketInputDStream(InputDStream):
                                          f"so the receiver stopped: {exc}") from exc
         with self._lock:
             # A line never joins a batch that has already been cut.
-            t = max(self._ssc._clock.now_ms(), self._last_batch_ms + 1)
+            t = max(self._ssc.clock.now_ms(), self._last_batch_ms + 1)
             self._lines.extend((t, ln) for ln in lines)
 
     def _receive(self) -> None:
@@ -512,7 +370,7 @@ class SocketInputDStream(InputDStream):
             self._receive_until_stopped()
         except WriteAheadLogError as exc:
             log.error("%s", exc)
-            self._ssc._report_error(exc)
+            self._ssc.report_error(exc)
 
     def _receive_until_stopped(self) -> None:
         while not self._stop.is_set():

@@ -1,6 +1,8 @@
-"""StreamingContext: the streaming entry point, and the DStream graph the driver generates jobs from."""
+"""StreamingContext: the streaming entry point. It owns the DStream graph (``dstream.graph``), the job
+generator and scheduler (``dstream.driver.jobs``) and the checkpointing (``dstream.recovery``)."""
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import threading
@@ -8,180 +10,24 @@ from typing import Any, Callable, ClassVar, Iterable, Literal
 
 import cloudpickle
 
-from dstream.driver.clock import Clock, SystemClock
-from dstream.driver.jobs import Job, JobGenerator, JobScheduler
-from dstream.driver.listener import ListenerBus, StreamInputInfo, StreamingListener
 from dstream.broadcast import SharedVariableInCheckpointError, pickling_for_checkpoint
 from dstream.context import CONTEXT_ONLY_ON_DRIVER, Context
+from dstream.driver.clock import Clock, SystemClock
+from dstream.driver.jobs import JobGenerator, JobScheduler
+from dstream.driver.listener import ListenerBus, StreamingListener
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
 from dstream.durations import ms_to_datetime, to_ms
+from dstream.graph import DStreamGraph
 from dstream.io import url_to_fs
 from dstream.rdd import RDD, _fn_name
-from dstream.recovery import SnapshotOnlyCheckpointer, StreamCheckpointer, data_dir
+from dstream.recovery import Restored, SnapshotOnlyCheckpointer, StreamCheckpointer, data_dir, read_checkpoint
+from dstream.sources import FileInputDStream, QueueInputDStream, SocketInputDStream
 
 log = logging.getLogger(__name__)
 
 
 class SerializationError(TypeError):
     """A user function cannot be pickled, so it cannot be shipped to executors or checkpointed."""
-
-
-class DStreamGraph:
-    """The context's input and output streams; implements the driver's StreamGraph protocol."""
-
-    def __init__(self, ssc: "StreamingContext") -> None:
-        self.ssc = ssc
-        self.inputs: list[Any] = []
-        self.outputs: list[ForEachDStream] = []
-        #: the remember duration asked for with StreamingContext.remember
-        self.remember_ms: int | None = None
-        self.zero_ms: int | None = None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["ssc"] = None
-        return state
-
-    def attach(self, ssc: "StreamingContext") -> None:
-        """Bind a graph restored from a checkpoint to its new StreamingContext."""
-        self.ssc = ssc
-        for stream in self.all_streams() + [s for s in self.inputs]:
-            stream._attach(ssc)
-
-    def add_input(self, stream: Any) -> None:
-        self.inputs.append(stream)
-
-    def add_output(self, stream: ForEachDStream) -> int:
-        self.outputs.append(stream)
-        return len(self.outputs) - 1
-
-    def all_streams(self) -> list[DStream]:
-        seen: dict[int, DStream] = {}
-        stack: list[DStream] = list(self.outputs)
-        while stack:
-            s = stack.pop()
-            if id(s) not in seen:
-                seen[id(s)] = s
-                stack.extend(s.dependencies)
-        return list(seen.values())
-
-    def validate(self) -> None:
-        if not self.outputs:
-            raise ValueError("No output operations registered, so nothing to execute: "
-                             "add foreachRDD, pprint, saveAsTextFiles or another output operation")
-        checkpointing = self.ssc._checkpoint_dir is not None
-        for stream in self.all_streams():
-            if isinstance(stream, ForEachDStream) and not checkpointing:
-                continue  # output functions run on the driver: pickled only into checkpoints
-            for what, func in stream._user_functions():
-                if hasattr(func, "user_func"):
-                    what = f"{what} ({_fn_name(func.user_func)})"
-                try:
-                    with pickling_for_checkpoint(checkpointing):
-                        _check_picklable(func, allow_contexts=not checkpointing)
-                except SharedVariableInCheckpointError as exc:
-                    raise SerializationError(f"the function {what}: {exc}") from None
-                except ContextCapturedError as exc:
-                    raise SerializationError(
-                        f"the function {what} captures the "
-                        f"{exc}, and this stream is checkpointed: {CONTEXT_ONLY_ON_DRIVER} Get the context "
-                        f"inside the function instead (rdd.context), or create what you need lazily, as a "
-                        f"singleton (see the README on broadcasts and accumulators in checkpointed streams)."
-                    ) from None
-                except Exception as exc:  # noqa: BLE001
-                    raise SerializationError(
-                        f"cannot serialise the function {what}; "
-                        f"functions are pickled to run on executors (and into checkpoints), so they must "
-                        f"not capture locks, sockets, open files or the StreamingContext: {exc}") from exc
-
-    # -- the driver's StreamGraph protocol -------------------------------------------------------------
-    def start(self, zero_ms: int) -> None:
-        self.zero_ms = zero_ms
-        for out in self.outputs:
-            out._initialize(zero_ms)
-        for out in self.outputs:
-            out._remember(self.remember_ms)
-        for inp in self.inputs:
-            inp.start()
-
-    def restart(self) -> None:
-        for inp in self.inputs:
-            inp.restart()
-
-    def stateful_streams(self) -> list[DStream]:
-        """Streams built on their own past, parents before children."""
-        def depth(s: DStream) -> int:
-            return 1 + max((depth(p) for p in s.dependencies), default=0)
-        return sorted((s for s in self.all_streams() if s.must_checkpoint), key=depth)
-
-    def prepare_batch(self, time_ms: int) -> None:
-        """Materialise every stateful RDD of the batch in full, before its outputs run.
-
-        Outputs may read only part of a state (``pprint``'s ``take``); the next batch reads the whole
-        previous state from the block store, which keeps the lineage one batch deep. A due data snapshot
-        is written here too.
-        """
-        from dstream.rdd import _count_task
-        for stream in self.stateful_streams():
-            rdd = stream.generated.get(time_ms)
-            if rdd is not None and (not rdd.is_available() or rdd._checkpoint_dir and not rdd.isCheckpointed()):
-                rdd._run(_count_task(rdd), f"materialise {stream.name}")
-
-    def prepare_replay(self, times_ms: list[int]) -> None:
-        """Before replaying lost batches: compute what each stateful stream reads from its parent, for
-        every batch since its last snapshot, in one job, so that independent batches run in parallel."""
-        from dstream.rdd import _count_task
-        if not times_ms:
-            return
-        last = max(times_ms)
-        rdds = []
-        for stream in self.stateful_streams():
-            snapshot = max(stream.checkpoint_data, default=stream.zero_ms)
-            parent = stream.dependencies[0]
-            for t in range(snapshot + stream.slide_ms, last + 1, stream.slide_ms):
-                rdd = parent._get_or_compute(t)
-                if rdd is not None and not rdd.is_available():
-                    rdds.append(rdd.cache())
-        if rdds:
-            ctx = self.ssc.sparkContext
-            ctx.scheduler.run_jobs([(rdd, _count_task(rdd)) for rdd in rdds], description="parallel recovery")
-
-    def update_checkpoint_data(self) -> None:
-        for stream in self.all_streams():
-            stream._update_checkpoint_data()
-
-    def data_checkpoint_dirs(self) -> set[str]:
-        return {d for s in self.all_streams() for d, _ in s.checkpoint_data.values()}
-
-    def generate_jobs(self, time_ms: int) -> list[Job]:
-        # Every input takes its batch now, so the batch's input is fixed (and checkpointed) before it runs.
-        for inp in self.inputs:
-            inp._get_or_compute(time_ms)
-        jobs = []
-        for out in self.outputs:
-            try:
-                run = out.generate_job(time_ms)
-            except Exception as exc:  # noqa: BLE001 - the job fails when it runs, in its turn
-                run = _raiser(exc)
-            if run is not None:
-                jobs.append(Job(time_ms, out.output_id, out.name, run))
-        return jobs
-
-    def input_infos(self, time_ms: int) -> dict[int, StreamInputInfo]:
-        """Input stream id (position among the inputs, as Spark numbers them) -> what it took for the batch."""
-        return {i: StreamInputInfo(i, inp.records_per_batch.get(time_ms, 0), inp.input_metadata(time_ms))
-                for i, inp in enumerate(self.inputs)}
-
-    def clear_metadata(self, time_ms: int) -> None:
-        for out in self.outputs:
-            out._clear_metadata(time_ms)
-
-    def stop(self) -> None:
-        for inp in self.inputs:
-            try:
-                inp.stop()
-            except Exception:  # noqa: BLE001
-                log.exception("stopping %s", inp)
 
 
 class ContextCapturedError(TypeError):
@@ -212,10 +58,32 @@ def _check_picklable(func: Callable, allow_contexts: bool) -> None:
     _FunctionPickler(io.BytesIO(), allow_contexts).dump(func)
 
 
-def _raiser(exc: BaseException) -> Callable[[], None]:
-    def run() -> None:
-        raise exc
-    return run
+def check_functions(graph: DStreamGraph, checkpointing: bool) -> None:
+    """Every user function of the graph must pickle (for executors, and with ``checkpointing`` for the
+    checkpoint); a checkpointed one must not capture a Context or StreamingContext (SPARK-5063)."""
+    for stream in graph.all_streams():
+        if isinstance(stream, ForEachDStream) and not checkpointing:
+            continue  # output functions run on the driver: pickled only into checkpoints
+        for what, func in stream._user_functions():
+            if hasattr(func, "user_func"):
+                what = f"{what} ({_fn_name(func.user_func)})"
+            try:
+                with pickling_for_checkpoint(checkpointing):
+                    _check_picklable(func, allow_contexts=not checkpointing)
+            except SharedVariableInCheckpointError as exc:
+                raise SerializationError(f"the function {what}: {exc}") from None
+            except ContextCapturedError as exc:
+                raise SerializationError(
+                    f"the function {what} captures the "
+                    f"{exc}, and this stream is checkpointed: {CONTEXT_ONLY_ON_DRIVER} Get the context "
+                    f"inside the function instead (rdd.context), or create what you need lazily, as a "
+                    f"singleton (see the README on broadcasts and accumulators in checkpointed streams)."
+                ) from None
+            except Exception as exc:  # noqa: BLE001
+                raise SerializationError(
+                    f"cannot serialise the function {what}; "
+                    f"functions are pickled to run on executors (and into checkpoints), so they must "
+                    f"not capture locks, sockets, open files or the StreamingContext: {exc}") from exc
 
 
 State = Literal["initialized", "active", "stopped"]
@@ -232,11 +100,13 @@ class StreamingContext:
     _active_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, sparkContext: Context | None = None, batchDuration: float = 1.0,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, *, restored: Restored | None = None) -> None:
+        """``restored`` (set by ``getOrCreate``, as PySpark's hidden ``jssc``) rebuilds the context from a
+        checkpoint: its graph, its checkpoint directory, and the batches ``start()`` replays."""
         self._ctx = sparkContext if sparkContext is not None else Context.getOrCreate()
         self._interval_ms = to_ms(batchDuration, "batchDuration")
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._graph = DStreamGraph(self)
+        self._graph = DStreamGraph(self) if restored is None else restored.graph
         self._bus = ListenerBus()
         self._state: State = "initialized"
         self._lock = threading.RLock()
@@ -246,10 +116,13 @@ class StreamingContext:
         self._error: BaseException | None = None
         self._checkpoint_dir: str | None = None
         #: the checkpoint this context was rebuilt from (getOrCreate), replayed at start()
-        self._restored_from: Any = None
-        self._scheduler = JobScheduler(self._clock, self._bus, self._report_error, self._on_batch_completed)
+        self._restored_from = None if restored is None else restored.checkpoint
+        self._scheduler = JobScheduler(self._clock, self._bus, self.report_error, self._on_batch_completed)
         self._generator = JobGenerator(self._clock, self._interval_ms, self._graph, self._scheduler,
-                                       self._report_error)
+                                       self.report_error)
+        if restored is not None:
+            self._graph.attach(self)
+            self.checkpoint(restored.directory)
 
     # -- properties -----------------------------------------------------------------------------------
     @property
@@ -260,20 +133,58 @@ class StreamingContext:
     def batchDuration(self) -> float:
         return self._interval_ms / 1000.0
 
+    # -- the internal surface for operators, sources and checkpointers (dstream.graph.StreamRuntime) ----
     @property
     def clock(self) -> Clock:
+        """What the batch timer waits on."""
         return self._clock
 
-    def _check_can_declare(self) -> None:
+    @property
+    def graph(self) -> DStreamGraph:
+        """The input and output streams declared on this context."""
+        return self._graph
+
+    @property
+    def interval_ms(self) -> int:
+        """The batch interval in milliseconds."""
+        return self._interval_ms
+
+    @property
+    def listener_bus(self) -> ListenerBus:
+        """Where streaming listener events are posted."""
+        return self._bus
+
+    @property
+    def checkpoint_dir(self) -> str | None:
+        """The metadata checkpoint directory, or None when the context does not checkpoint."""
+        return self._checkpoint_dir
+
+    @property
+    def restored_from(self) -> Any:
+        """The checkpoint (``driver.checkpoint.Checkpoint``) this context was rebuilt from, or None."""
+        return self._restored_from
+
+    def check_can_declare(self) -> None:
+        """Raise unless inputs, operators and outputs may still be added (before ``start()``)."""
         if self._state != "initialized":
             raise RuntimeError("Adding new inputs, transformations, and output operations after starting "
                                "a context is not supported")
+
+    def report_error(self, error: BaseException) -> None:
+        """Fail the stream: ``awaitTermination`` raises ``error`` (later batches still run)."""
+        with self._waiter:
+            if self._error is None:
+                self._error = error
+            self._waiter.notify_all()
+
+    def wait_for_batch(self, time_ms: int, timeout: float | None = 30.0) -> bool:
+        """Wait until batch ``time_ms`` has completed (ManualClock tests); False on timeout."""
+        return self._scheduler.wait_for_batch(time_ms, timeout)
 
     # -- inputs ---------------------------------------------------------------------------------------
     def queueStream(self, rdds: Iterable[RDD | Iterable[Any]], oneAtATime: bool = True,
                     default: RDD | Iterable[Any] | None = None) -> DStream:
         """A stream of the given RDDs (or lists): one per batch, or all at once; then ``default`` or empty."""
-        from dstream.sources import QueueInputDStream
         return QueueInputDStream(self, rdds, oneAtATime, default)
 
     def textFileStream(self, directory: str) -> DStream:
@@ -282,21 +193,18 @@ class StreamingContext:
         A file counts once, in the batch in which it appears; move files in atomically (rename).
         ``memory://`` works only with the thread executor, whose tasks share the driver's memory.
         """
-        from dstream.sources import FileInputDStream
         return FileInputDStream(self, directory, "textFileStream")
 
     def binaryRecordsStream(self, directory: str, recordLength: int) -> DStream:
         """Fixed-length byte records of the new files in ``directory`` (as ``textFileStream``)."""
         if not isinstance(recordLength, int) or recordLength < 1:
             raise ValueError(f"recordLength must be a positive integer, got {recordLength!r}")
-        from dstream.sources import FileInputDStream
         return FileInputDStream(self, directory, "binaryRecordsStream", recordLength)
 
     def socketTextStream(self, hostname: str, port: int, storageLevel: Any = None) -> DStream:
         """Lines received from a TCP server at ``hostname:port``."""
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-        from dstream.sources import SocketInputDStream
         return SocketInputDStream(self, hostname, port)
 
     def union(self, *dstreams: DStream) -> DStream:
@@ -343,6 +251,7 @@ class StreamingContext:
             if self._state == "stopped":
                 raise RuntimeError("StreamingContext has already been stopped")
             self._graph.validate()
+            check_functions(self._graph, checkpointing=self._checkpoint_dir is not None)
             stateful = [st.name for st in self._graph.all_streams() if st.must_checkpoint]
             if stateful and self._checkpoint_dir is None and self._ctx.checkpoint_dir is None:
                 raise ValueError(f"The checkpoint directory has not been set: {', '.join(stateful)} keep state "
@@ -405,17 +314,8 @@ class StreamingContext:
                 raise self._error
             return self._stopped
 
-    def _report_error(self, error: BaseException) -> None:
-        with self._waiter:
-            if self._error is None:
-                self._error = error
-            self._waiter.notify_all()
-
     def _on_batch_completed(self, time_ms: int) -> None:
         self._generator.on_batch_completed(time_ms)
-
-    def _wait_for_batch(self, time_ms: int, timeout: float | None = 30.0) -> bool:
-        return self._scheduler.wait_for_batch(time_ms, timeout)
 
     def __repr__(self) -> str:
         inputs = ", ".join(inp.name for inp in self._graph.inputs) or "none"
@@ -443,11 +343,11 @@ class StreamingContext:
         checkpoint exists but cannot be restored (another dstream version, or changed code).
         """
         if checkpointPath is not None:
-            from dstream.driver.checkpoint import read_latest
-            from dstream.recovery import restore
-            cp = read_latest(checkpointPath)
-            if cp is not None:
-                return restore(cp, checkpointPath, clock=clock)
+            restored = read_checkpoint(checkpointPath)
+            if restored is not None:
+                cp = restored.checkpoint
+                ctx = Context.getOrCreate(cp.master or "local[*]", conf=cp.conf)
+                return cls(ctx, cp.interval_ms / 1000.0, clock=clock, restored=restored)
         ssc = setupFunc()
         if not isinstance(ssc, StreamingContext):
             raise TypeError(f"setupFunc must return a StreamingContext, got {type(ssc).__name__}")
@@ -465,7 +365,6 @@ class StreamingContext:
 
 
 def _params(func: Callable) -> list[str]:
-    import inspect
     try:
         return [p.name for p in inspect.signature(func).parameters.values()
                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

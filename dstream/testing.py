@@ -44,7 +44,7 @@ def advance(ssc: StreamingContext, batches: int = 1, timeout: float = 60.0) -> N
         raise TypeError("advance() needs a StreamingContext built with clock=ManualClock()")
     for _ in range(batches):
         clock.advance(ssc.batchDuration)
-        if not ssc._wait_for_batch(clock.now_ms(), timeout):
+        if not ssc.wait_for_batch(clock.now_ms(), timeout):
             raise TimeoutError(f"{batch_name(clock.now_ms())} did not finish within {timeout} s")
 
 
@@ -92,4 +92,4 @@ def run_two_streams(ctx: Context, inputs1: list[Iterable[Any]], inputs2: list[It
 
 def needs_checkpoint(ssc: StreamingContext) -> bool:
     """True when the context has stateful streams but no checkpoint directory yet."""
-    return ssc._checkpoint_dir is None and any(s.must_checkpoint for s in ssc._graph.all_streams())
+    return ssc.checkpoint_dir is None and any(s.must_checkpoint for s in ssc.graph.all_streams())

@@ -13,7 +13,6 @@ pure rule deciding which running tasks of a stage get a backup copy. Backends th
 """
 from __future__ import annotations
 
-import importlib
 import math
 import statistics
 import threading
@@ -23,8 +22,11 @@ from concurrent.futures import Future, wait, FIRST_EXCEPTION
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import cloudpickle
+
 from dstream.executors import broadcasts
 from dstream.executors.blockstore import BlockStore
+from dstream.executors.plugins import LazyRegistry
 
 #: the TaskContext of the task running in this thread (``TaskContext.get()``)
 _running = threading.local()
@@ -115,7 +117,6 @@ def execute_task(task: Task, store: BlockStore) -> Any:
 
 def _portable(exc: BaseException) -> BaseException:
     """The exception itself if it pickles, else a RuntimeError with its text."""
-    import cloudpickle
     try:
         cloudpickle.loads(cloudpickle.dumps(exc))
         exc.__traceback__ = None
@@ -246,26 +247,19 @@ class Executor(ABC):
         self.shutdown()
 
 
-#: executor backends by name: "module:Class", imported when first asked for
-_BACKENDS: dict[str, str] = {
+#: executor backends by name, imported when first asked for
+BACKENDS: LazyRegistry[Executor] = LazyRegistry("executor backend", {
     "threads": "dstream.executors.threads:ThreadExecutor",
     "processes": "dstream.executors.processes:ProcessExecutor",
     "dask": "dstream.executors.dask:DaskExecutor",
-}
+})
 
 
 def register_backend(name: str, target: str) -> None:
     """Register an executor backend as ``"module:Class"`` under ``name``."""
-    _BACKENDS[name] = target
+    BACKENDS.register(name, target)
 
 
 def get_backend(name: str) -> type[Executor]:
-    try:
-        target = _BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown executor backend {name!r}; known: {sorted(_BACKENDS)}") from None
-    module, cls = target.split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(f"executor backend {name!r} ({target}) cannot be loaded: {exc}") from exc
+    """The executor class registered as ``name`` (``threads``, ``processes``, ``dask`` or a plugin)."""
+    return BACKENDS.get(name)

@@ -1,12 +1,13 @@
 """Broadcast blocks: a value stored once in the block store, loaded at most once per executor process.
 
 The driver pickles a broadcast value once and puts the bytes in the executor's block store as a one-row
-Arrow table (``put``); a task refers to it only by block id. In a worker process the first task that asks
-for it (``value``) reads the block (memory-mapped from the shared directory), unpickles it and caches it
-in this module, keyed by block id, so every later task in that process gets the same object: a value
-shipped to 100 tasks on 2 workers is unpickled twice. A cached value whose block has been removed from its
-store (the broadcast was unpersisted or destroyed, or its executor shut down) is dropped at the start of
-the next task in that process (``evict_removed``). This module knows ids, bytes and tables only.
+Arrow table (``put``) under a fresh ``block_ids.broadcast_block`` name; a task refers to it only by that
+block id. In a worker process the first task that asks for it (``value``) reads the block (memory-mapped
+from the shared directory), unpickles it and caches it in this module, keyed by block id, so every later
+task in that process gets the same object: a value shipped to 100 tasks on 2 workers is unpickled twice.
+A cached value whose block has been removed from its store (the broadcast was unpersisted or destroyed,
+or its executor shut down) is dropped at the start of the next task in that process (``evict_removed``).
+This module knows ids, bytes and tables only.
 """
 from __future__ import annotations
 

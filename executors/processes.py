@@ -1,6 +1,6 @@
 """A process-pool executor: N worker processes, tasks shipped with cloudpickle.
 
-Workers are started as ``python -m executors.processes`` (not multiprocessing's spawn, which re-runs the
+Workers are started as ``python -m dstream.executors.processes`` (not multiprocessing's spawn, which re-runs the
 user's ``__main__`` and so needs an ``if __name__ == "__main__"`` guard that PySpark scripts never had);
 functions defined in ``__main__`` or a notebook travel by value inside cloudpickle.
 
@@ -15,10 +15,16 @@ copy on an idle worker; the first copy to finish sets the task's result and the 
 (its worker is left to finish, not killed, so a half-done side effect is never cut off). That is safe
 because tasks are idempotent: shuffle map outputs and block puts write whole blocks under a temporary name
 and rename them into place, and sinks commit each task's output atomically.
+
+Every decision above (which task runs on which worker, retries, copies, which result wins) is made by the
+state machine in ``executors/pool_state.py``; ``ProcessExecutor`` is the shell that owns the processes,
+pipes, futures and lock, feeds it events and carries out its instructions.
 """
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import os
 import pickle
 import socket
@@ -26,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, FIRST_EXCEPTION, InvalidStateError, wait as wait_futures
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -36,13 +41,18 @@ import cloudpickle
 import pyarrow as pa
 
 from dstream.executors.base import (Executor, SpeculationConf, Task, TaskError, TimedResult, execute_task,
-                            format_exception, speculatable)
+                                    format_exception)
 from dstream.executors import serialization
 from dstream.executors.blockstore import SharedDirBlockStore, table_from_ipc, table_to_ipc
+from dstream.executors.pool_state import (AbortTask, AcceptResult, CancelTask, EndTask, FailTask, FindStragglers,
+                                          LaunchCopy, PoolClosed, PoolEvent, PoolState, PoolStopped, RetryTask,
+                                          SendTask, StageDone, StartWorker, TaskCancelled, TaskFinished,
+                                          TaskSubmitted, WorkerDied, WorkerReady)
+
+log = logging.getLogger(__name__)
 
 
 def _watch_parent(parent_pid: int) -> None:
-    import time
     while True:
         if os.getppid() != parent_pid:
             os._exit(0)
@@ -100,35 +110,21 @@ def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
 
 
 @dataclass
-class _Pending:
-    """One submitted task: its payload, its future, and the copies of it running now."""
+class _Submitted:
+    """What the shell keeps of a task the state machine knows by id: its payload, future and name."""
 
-    task_id: int
     payload: bytes
     future: Future
     description: str
-    #: how many times a worker was given it (first run, retries, backup copy)
-    attempts: int = 0
-    #: how many workers are running it now (2 while a backup copy runs beside the original)
-    running: int = 0
-    #: monotonic time its latest non-backup run started
-    started: float | None = None
-    #: seconds the winning copy took
-    duration: float | None = None
-    #: whether a backup copy was ever queued for it
-    speculated: bool = False
 
 
 @dataclass
 class _Worker:
+    """One worker process and the driver's end of its pipe."""
+
+    worker_id: int
     process: subprocess.Popen
     conn: Connection
-    current: _Pending | None = None
-    alive: bool = True
-    #: whether ``current`` is a backup copy
-    backup: bool = False
-    #: monotonic time ``current`` started here
-    started: float = 0.0
 
 
 def _settle(future: Future, kind: str, value: object) -> bool:
@@ -144,7 +140,14 @@ def _settle(future: Future, kind: str, value: object) -> bool:
 
 
 class ProcessExecutor(Executor):
-    """Tasks run in ``num_workers`` worker processes; lost workers are replaced and their tasks retried."""
+    """Tasks run in ``num_workers`` worker processes; lost workers are replaced and their tasks retried.
+
+    The decisions (which task runs where, retries, speculative copies) are ``PoolState``'s; this class is
+    the shell around it. Under ``_lock`` it feeds events to the state machine and carries out the
+    instructions that touch workers (send a task, start a worker); instructions that settle futures
+    (``AcceptResult``, ``FailTask``, ``CancelTask``, ``AbortTask``) run after the lock is released, since
+    settling a future runs its callbacks.
+    """
 
     #: seconds between two looks for stragglers while a stage runs with speculation on
     speculation_interval = 0.05
@@ -165,68 +168,71 @@ class ProcessExecutor(Executor):
         self.speculative_launches = 0
         self.speculative_wins = 0
         self.store = SharedDirBlockStore()
-        self._ids = itertools.count()
+        self._state = PoolState(max_attempts)
         self._lock = threading.Lock()
-        self._pending: deque[_Pending] = deque()
-        #: backup copies waiting for an idle worker (served after every first run)
-        self._backups: deque[_Pending] = deque()
-        self._closed = False
+        self._task_ids = itertools.count()
+        self._worker_ids = itertools.count()
+        self._stage_ids = itertools.count()
+        #: tasks the state machine has not finished with, by task id
+        self._tasks: dict[int, _Submitted] = {}
+        #: live workers by worker id
+        self._workers: dict[int, _Worker] = {}
         wake_r, wake_w = socket.socketpair()
         self._wake_r, self._wake_w = Connection(wake_r.detach()), Connection(wake_w.detach())
-        self._workers = [self._start_worker() for _ in range(num_workers)]
+        with self._lock:
+            for _ in range(num_workers):
+                self._start_worker()
         self._dispatcher = threading.Thread(target=self._loop, name="dstream-dispatcher", daemon=True)
         self._dispatcher.start()
 
     # -- public interface -------------------------------------------------------------------------
     def submit_task(self, task: Task) -> Future:
-        payload = self._payload(task)
-        return self._submit(task, payload).future
+        return self._submit(task, self._payload(task))
 
     def run_tasks(self, tasks: Sequence[Task]) -> list[Any]:
         """Run one stage's tasks; with speculation on, stragglers get a backup copy and the first wins."""
         if not self.speculation.enabled or len(tasks) < 2:
             return super().run_tasks(tasks)
         payloads = [self._payload(t) for t in tasks]
-        stage = [self._submit(t, payload) for t, payload in zip(tasks, payloads)]
-        futures = [p.future for p in stage]
-        while True:
-            _, not_done = wait_futures(futures, timeout=self.speculation_interval, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
-            if failed is not None:
-                for f in futures:
-                    f.cancel()
-                raise failed.exception()
-            if not not_done:
-                return [f.result() for f in futures]
-            self._speculate(stage)
+        stage = next(self._stage_ids)
+        try:
+            futures = [self._submit(t, payload, stage) for t, payload in zip(tasks, payloads)]
+            while True:
+                _, not_done = wait_futures(futures, timeout=self.speculation_interval,
+                                           return_when=FIRST_EXCEPTION)
+                failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+                if failed is not None:
+                    for f in futures:
+                        f.cancel()
+                    raise failed.exception()
+                if not not_done:
+                    return [f.result() for f in futures]
+                self._feed(FindStragglers(stage, self.speculation, now=time.monotonic()))
+        finally:
+            self._feed(StageDone(stage, now=time.monotonic()))
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and the recovery demo)."""
         with self._lock:
-            return [w.process.pid for w in self._workers if w.alive]
+            return [w.process.pid for w in self._workers.values()]
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._state.closed:
                 return
-            self._closed = True
-            pending = list(self._pending)
-            self._pending.clear()
-            self._backups.clear()
-        for p in pending:
-            p.future.cancel()
+            later = self._handle(PoolClosed(now=time.monotonic()))
+        self._conclude(later)
         self._wake()
         self._dispatcher.join(timeout=5)
-        for w in self._workers:  # nobody will deliver these results now
-            if w.current is not None:
-                _settle(w.current.future, "error", RuntimeError(
-                    f"the executor was shut down while running {w.current.description or 'a task'}"))
-        for w in self._workers:
+        self._feed(PoolStopped(now=time.monotonic()))  # nobody will deliver these results now
+        with self._lock:
+            workers = list(self._workers.values())
+        for w in workers:
             try:
                 w.conn.close()
             except OSError:
                 pass
-        for w in self._workers:
+        for w in workers:
             try:
                 w.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
@@ -234,16 +240,80 @@ class ProcessExecutor(Executor):
                 w.process.wait(timeout=2)
         self.store.close()
 
-    # -- internals ----------------------------------------------------------------------------------
-    def _submit(self, task: Task, payload: bytes) -> _Pending:
-        p = _Pending(next(self._ids), payload, Future(), task.description)
+    # -- feeding the state machine -----------------------------------------------------------------
+    def _feed(self, event: PoolEvent) -> None:
+        """Feed one event and carry out all it calls for."""
         with self._lock:
-            if self._closed:
+            later = self._handle(event)
+        self._conclude(later)
+
+    def _handle(self, event: PoolEvent) -> list[tuple[EndTask, _Submitted]]:
+        """Feed one event (``_lock`` held) and carry out the instructions that touch workers; return those
+        that settle a future, with their task, for ``_conclude`` once the lock is released."""
+        later: list[tuple[EndTask, _Submitted]] = []
+        for instruction in self._state.handle(event):
+            if isinstance(instruction, SendTask):
+                self._send(instruction)
+            elif isinstance(instruction, StartWorker):
+                later += self._start_worker()
+            elif isinstance(instruction, RetryTask):
+                log.info("retrying %s (run %d): its worker died", self._name(instruction.task_id),
+                         instruction.attempt)
+            elif isinstance(instruction, EndTask):  # over for the state machine: the shell lets go of it too
+                submitted = self._tasks.pop(instruction.task_id)
+                if isinstance(instruction, AcceptResult) and instruction.copy:
+                    # counted before the future is set, so whoever waits on it sees the counter updated
+                    self.speculative_wins += 1
+                later.append((instruction, submitted))
+            else:
+                raise TypeError(f"the process pool cannot carry out {instruction!r}")
+        return later
+
+    def _conclude(self, later: list[tuple[EndTask, _Submitted]], result: tuple[str, Any] | None = None,
+                  lost: tuple[int, int | None] | None = None) -> None:
+        """Settle futures (``_lock`` not held): ``result`` is the (kind, data) a worker sent for an
+        ``AcceptResult``, ``lost`` the (pid, exit code) of the worker a ``FailTask`` lost last."""
+        for instruction, submitted in later:
+            name = submitted.description or f"task {instruction.task_id}"
+            if isinstance(instruction, AcceptResult):
+                assert result is not None
+                if not _settle(submitted.future, *_load(name, *result)) and instruction.copy:
+                    with self._lock:  # cancelled meanwhile: the copy won nothing
+                        self.speculative_wins -= 1
+            elif isinstance(instruction, FailTask):
+                pid, code = lost if lost is not None else (None, None)
+                _settle(submitted.future, "error", TaskError(
+                    name, RuntimeError(f"{instruction.reason} (last: pid {pid}, exit code {code})")))
+            elif isinstance(instruction, CancelTask):
+                submitted.future.cancel()
+            elif isinstance(instruction, AbortTask):
+                _settle(submitted.future, "error", RuntimeError(
+                    f"the executor was shut down while running {submitted.description or 'a task'}"))
+
+    def _name(self, task_id: int) -> str:
+        submitted = self._tasks.get(task_id)
+        return (submitted.description if submitted is not None else "") or f"task {task_id}"
+
+    # -- carrying out instructions ----------------------------------------------------------------
+    def _submit(self, task: Task, payload: bytes, stage: int | None = None) -> Future:
+        task_id, future = next(self._task_ids), Future()
+        future.add_done_callback(functools.partial(self._on_done, task_id))
+        with self._lock:
+            if self._state.closed:
                 raise RuntimeError("the executor has been shut down")
-            self._pending.append(p)
-        # Hand it to an idle worker from this thread: one thread hop less than waking the dispatcher.
-        self._assign()
-        return p
+            self._tasks[task_id] = _Submitted(payload, future, task.description)
+            # Sent to an idle worker from this thread: one thread hop less than waking the dispatcher.
+            later = self._handle(TaskSubmitted(task_id, stage, now=time.monotonic()))
+        self._conclude(later)
+        return future
+
+    def _on_done(self, task_id: int, future: Future) -> None:
+        """A future is done; a cancelled one's task is over (this runs in the thread that cancelled it)."""
+        if future.cancelled():
+            with self._lock:
+                self._tasks.pop(task_id, None)
+                later = self._handle(TaskCancelled(task_id, now=time.monotonic()))
+            self._conclude(later)
 
     def _payload(self, task: Task) -> bytes:
         try:
@@ -251,26 +321,19 @@ class ProcessExecutor(Executor):
         except Exception as exc:
             raise TaskError(f"serialising {task.description or 'a task'}", exc, format_exception(exc)) from exc
 
-    def _speculate(self, stage: list[_Pending]) -> None:
-        """Queue a backup copy of each straggler of ``stage``, as many as there are idle workers."""
-        now = time.monotonic()
-        with self._lock:
-            if self._closed or self._pending or self._backups:
-                return
-            idle = sum(1 for w in self._workers if w.alive and w.current is None)
-            if not idle:
-                return
-            finished = [p.duration for p in stage if p.duration is not None]
-            running = {i: now - p.started for i, p in enumerate(stage)
-                       if p.running and p.started is not None and not p.speculated and not p.future.done()}
-            chosen = speculatable(finished, running, len(stage), self.speculation)[:idle]
-            for i in chosen:
-                stage[i].speculated = True
-                self._backups.append(stage[i])
-        if chosen:
-            self._wake()
+    def _send(self, instruction: SendTask) -> None:
+        if isinstance(instruction, LaunchCopy):
+            self.speculative_launches += 1
+            log.info("launching a speculative copy of %s", self._name(instruction.task_id))
+        worker = self._workers[instruction.worker_id]
+        message = pickle.dumps((instruction.task_id, self._tasks[instruction.task_id].payload), protocol=5)
+        try:
+            worker.conn.send_bytes(message)
+        except OSError:
+            pass  # the worker died; its pipe tells the dispatcher and the task is retried
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self) -> list[tuple[EndTask, _Submitted]]:
+        """Start a worker process (``_lock`` held) and report it ready."""
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
         # Python's str hash is salted per process; a fixed seed keeps user hashes equal across workers.
@@ -282,7 +345,10 @@ class ProcessExecutor(Executor):
             [sys.executable, "-m", "dstream.executors.processes", str(fd), self.store.directory, str(os.getpid())],
             pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
         child_end.close()
-        return _Worker(proc, Connection(parent_end.detach()))
+        worker = _Worker(next(self._worker_ids), proc, Connection(parent_end.detach()))
+        self._workers[worker.worker_id] = worker
+        self._wake()  # the dispatcher listens to the new pipe from its next round
+        return self._handle(WorkerReady(worker.worker_id, now=time.monotonic()))
 
     def _wake(self) -> None:
         try:
@@ -290,57 +356,19 @@ class ProcessExecutor(Executor):
         except OSError:
             pass
 
-    def _next(self) -> tuple[_Pending, bool] | None:
-        """The next task to run and whether it is a backup copy; skips tasks already done or cancelled."""
-        while self._pending:
-            p = self._pending.popleft()
-            if not p.future.done():
-                return p, False
-        while self._backups:
-            p = self._backups.popleft()
-            if not p.future.done() and p.running:  # a copy is pointless once no original runs
-                return p, True
-        return None
-
-    def _assign(self) -> None:
-        with self._lock:
-            for w in self._workers:
-                if not (w.alive and w.current is None):
-                    continue
-                picked = self._next()
-                if picked is None:
-                    return
-                p, backup = picked
-                now = time.monotonic()
-                p.attempts += 1
-                p.running += 1
-                if backup:
-                    self.speculative_launches += 1
-                else:
-                    p.started = now
-                w.current, w.backup, w.started = p, backup, now
-                try:
-                    w.conn.send_bytes(pickle.dumps((p.task_id, p.payload), protocol=5))
-                except OSError:
-                    pass  # the worker died; its sentinel tells us and the task is retried
-
+    # -- the dispatcher thread: results and deaths ------------------------------------------------
     def _loop(self) -> None:
         while True:
             with self._lock:
-                if self._closed:
+                if self._state.closed:
                     return
-            self._assign()
-            waitables = [self._wake_r] + [w.conn for w in self._workers if w.alive]
-            for ready in wait(waitables):
+                conns = {w.conn: w for w in self._workers.values()}
+            for ready in wait([self._wake_r, *conns]):
                 if ready is self._wake_r:
                     while self._wake_r.poll():
                         self._wake_r.recv_bytes()
-                    continue
-                for w in list(self._workers):
-                    if not w.alive:
-                        continue
-                    if ready is w.conn:
-                        self._receive(w)
+                else:
+                    self._receive(conns[ready])
 
     def _receive(self, w: _Worker) -> None:
         try:
@@ -350,31 +378,14 @@ class ProcessExecutor(Executor):
             return
         task_id, kind, data = pickle.loads(message)
         with self._lock:
-            p, w.current = w.current, None
-            if p is None or p.task_id != task_id:
-                return
-            p.running -= 1
-            if p.future.done():
-                return  # cancelled, or the other copy won: this result is discarded
-            # Only this thread sets results; counted before the future is set, so that whoever waits
-            # on it sees the counters already updated.
-            p.duration = time.monotonic() - w.started
-            won = w.backup
-            if won:
-                self.speculative_wins += 1
-        try:
-            value = cloudpickle.loads(data) if kind == "error" else _decode_result(kind, data)
-        except BaseException as exc:  # noqa: BLE001 - a result the driver cannot load fails its task
-            kind, value = "error", TaskError(f"loading the result of {p.description or f'task {p.task_id}'}",
-                                             RuntimeError(str(exc)), format_exception(exc))
-        if not _settle(p.future, kind, value) and won:  # cancelled meanwhile
-            with self._lock:
-                self.speculative_wins -= 1
+            later = self._handle(TaskFinished(w.worker_id, task_id, now=time.monotonic()))
+        self._conclude(later, result=(kind, data))
 
     def _on_worker_death(self, w: _Worker) -> None:
-        if not w.alive:
-            return
-        w.alive = False
+        with self._lock:
+            if self._workers.pop(w.worker_id, None) is None:
+                return
+            later = self._handle(WorkerDied(w.worker_id, now=time.monotonic()))
         try:
             code = w.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -384,25 +395,15 @@ class ProcessExecutor(Executor):
             w.conn.close()
         except OSError:
             pass
-        failed = None
-        with self._lock:
-            self._workers.remove(w)
-            closed = self._closed
-            p, w.current = w.current, None
-            if p is not None:
-                p.running -= 1
-            if p is not None and not p.future.done() and not p.running:  # no other copy still runs it
-                if p.attempts < self.max_attempts and not closed:
-                    self._pending.appendleft(p)
-                else:
-                    failed = p
-            if not closed:
-                self._workers.append(self._start_worker())
-        if failed is not None:
-            _settle(failed.future, "error", TaskError(
-                failed.description or f"task {failed.task_id}",
-                RuntimeError(f"its worker process died {failed.attempts} times "
-                             f"(last: pid {w.process.pid}, exit code {code})")))
+        self._conclude(later, lost=(w.process.pid, code))
+
+
+def _load(name: str, kind: str, data: Any) -> tuple[str, object]:
+    """A worker's reply as (kind, value); a result the driver cannot load becomes its task's error."""
+    try:
+        return kind, (cloudpickle.loads(data) if kind == "error" else _decode_result(kind, data))
+    except BaseException as exc:  # noqa: BLE001 - a result the driver cannot load fails its task
+        return "error", TaskError(f"loading the result of {name}", RuntimeError(str(exc)), format_exception(exc))
 
 
 if __name__ == "__main__":

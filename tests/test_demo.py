@@ -1,7 +1,9 @@
 """`python -m dstream.demo` kills its streaming driver with SIGKILL, restarts it and finds exactly-once output;
-the README opens with the two commands and its Python examples run as written."""
+the README opens with the two commands and its Python examples run as written; the demo's harness finds
+worker processes and reads committed output, and nothing in the library imports the demo."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -9,6 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import dstream
+import dstream.demo
+import dstream.driver
+import dstream.executors
+from dstream.demo.harness import WordCountFiles, committed_batches, worker_processes
 
 VERDICT_OK = re.compile(r"^verdict: OK: final counts equal the (\d+) words written in (\d+) files; (\d+) batches "
                         r"committed exactly once across (\d+) SIGKILLs; no orphan executors$", re.M)
@@ -97,3 +105,55 @@ def test_readme_example_runs(tmp_path, index):
     assert done.returncode == 0, done.stdout + done.stderr
     if index == 0:  # the streaming word count printed both batches
         assert "('to', 2)" in done.stdout and "('question', 1)" in done.stdout
+
+
+def _imported_modules(path: Path, package: str) -> list[str]:
+    """Every module an import in ``path`` (a module of ``package``) names, relative imports resolved."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = (".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                    if node.level else node.module or "")
+            found += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return found
+
+
+def test_nothing_in_the_library_imports_the_demo():
+    demo_dir = Path(dstream.demo.__file__).parent
+    bad = []
+    for package in (dstream, dstream.driver, dstream.executors):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            if demo_dir in path.parents:  # an installed wheel puts dstream/demo inside dstream/
+                continue
+            sub = path.parent.relative_to(root).parts
+            modules = _imported_modules(path, ".".join([package.__name__, *sub]))
+            bad += [f"{path}: {m}" for m in modules if m == "dstream.demo" or m.startswith("dstream.demo.")]
+    assert bad == []
+
+
+def test_harness_finds_the_worker_processes_of_a_driver(pctx):
+    workers = set(pctx.executor.worker_pids())
+    assert workers and workers <= set(worker_processes(os.getpid()))
+    assert worker_processes(os.getpid() + 10_000_000) == []
+
+
+def test_harness_feeds_files_whole_and_reads_only_committed_batches(tmp_path):
+    job = WordCountFiles(tmp_path)
+    name, _ = job.feed(["a b", "b"])
+    assert (Path(job.input) / name).read_text() == "a b\nb\n" and not os.listdir(job.staging)
+    job.feed(["c"])
+    assert job.truth == {"a": 1, "b": 2, "c": 1} and len(job.files) == 2
+    for t, done in ((1000, True), (2000, True), (3000, False)):  # batch 3000 is torn: no _SUCCESS
+        d = Path(f"{job.prefix}-{t}")
+        d.mkdir()
+        (d / "part-00000").write_text(f"('a', {t // 1000})\n('b', 2)\n")
+        if done:
+            (d / "_SUCCESS").write_text("")
+    assert list(committed_batches(job.out, "counts")) == [1000, 2000]
+    assert job.latest_counts() == {"a": 2, "b": 2}
+    assert sorted(job.snapshot()) == ["counts-1000", "counts-2000"]
+    assert sorted(job.snapshot()["counts-2000"]) == ["_SUCCESS", "part-00000"]

@@ -148,7 +148,7 @@ def test_worker_killed_mid_task_batch_is_retried_and_later_batches_run(fctx, fss
     victim = _read_pid(pid_file)
     assert victim in fctx.executor.worker_pids()
     _kill(victim)
-    assert fssc._wait_for_batch(fssc.clock.now_ms(), 30), "the batch did not finish after its worker died"
+    assert fssc.wait_for_batch(fssc.clock.now_ms(), 30), "the batch did not finish after its worker died"
     advance(fssc, 2)
     assert out == [[10, 20, 30, 40], [50, 60], [70]]
     assert fssc.awaitTerminationOrTimeout(0) is False  # no batch failed

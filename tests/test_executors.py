@@ -400,10 +400,17 @@ def test_backends_load_by_name():
 
 
 def test_backend_that_cannot_be_imported_names_itself(monkeypatch):
-    monkeypatch.setattr(executors_base, "_BACKENDS", dict(executors_base._BACKENDS))
+    monkeypatch.setattr(executors_base.BACKENDS, "entries", dict(executors_base.BACKENDS.entries))
     register_backend("nowhere", "dstream.executors.no_such_module:NoExecutor")
     with pytest.raises(ImportError, match="executor backend 'nowhere'"):
         get_backend("nowhere")
     register_backend("misnamed", "dstream.executors.threads:NoExecutor")
     with pytest.raises(ImportError, match="executor backend 'misnamed'"):
         get_backend("misnamed")
+
+
+def test_a_backend_target_must_name_module_and_class(monkeypatch):
+    monkeypatch.setattr(executors_base.BACKENDS, "entries", dict(executors_base.BACKENDS.entries))
+    with pytest.raises(ValueError, match="executor backend 'odd'.*'module:Class'.*'just_a_module'"):
+        register_backend("odd", "just_a_module")
+    assert "odd" not in executors_base.BACKENDS.entries

@@ -9,9 +9,8 @@ import time
 import pytest
 
 from dstream import Context, ManualClock, StreamingContext, StreamingListener, SystemClock
+from dstream.demo.harness import wait_until
 from dstream.testing import advance, collect, collect_timed
-
-from .recovery_harness import wait_until
 
 
 def _wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
@@ -203,9 +202,9 @@ def test_batch_times_are_aligned_to_the_interval(ctx, start, interval, first):
     s.start()
     try:
         clock.set_time(first / 1000)
-        assert s._wait_for_batch(first, 10)
+        assert s.wait_for_batch(first, 10)
         clock.advance(interval)
-        assert s._wait_for_batch(first + round(interval * 1000), 10)
+        assert s.wait_for_batch(first + round(interval * 1000), 10)
     finally:
         s.stop(stopSparkContext=False)
     assert times == [dt.datetime.fromtimestamp(first / 1000),
@@ -282,7 +281,7 @@ def test_listener_sees_events_in_order_with_delays(ssc, clock):
     stream.foreachRDD(lambda rdd: None)
     ssc.start()
     clock.advance(1.0)
-    assert ssc._wait_for_batch(2000, 10)
+    assert ssc.wait_for_batch(2000, 10)
     ssc.stop(stopSparkContext=False)  # delivers the remaining events
     assert rec.events == [  # -1: not known yet (as PySpark's listener API reports it)
         ("submitted", 1000, -1), ("started", 1000, -1),
@@ -310,7 +309,7 @@ def test_total_delay_counts_from_submission(ssc, clock):
     collect(ssc.queueStream([[1]]))
     ssc.start()
     clock.set_time(2.5)  # batches 1000 and 2000 are both generated at 2500
-    assert ssc._wait_for_batch(2000, 10)
+    assert ssc.wait_for_batch(2000, 10)
     ssc.stop(stopSparkContext=False)
     assert [(i.batchTime(), i.submissionTime(), i.totalDelay()) for i in infos] == [(1000, 2500, 0), (2000, 2500, 0)]
     assert all(i.totalDelay() == i.schedulingDelay() + i.processingDelay() for i in infos)

@@ -150,9 +150,9 @@ def test_a_listener_written_as_in_the_pyspark_docs(ssc, clock):
     ssc.start()
     try:
         clock.set_time(1.0)
-        assert ssc._wait_for_batch(1000, 10)
+        assert ssc.wait_for_batch(1000, 10)
         clock.set_time(2.0)
-        assert ssc._wait_for_batch(2000, 10)
+        assert ssc.wait_for_batch(2000, 10)
     finally:
         ssc.stop(stopSparkContext=False)
     assert listener.rows == [(1000, 2, 250, 0, 250), (2000, 1, 250, 0, 250)]
@@ -247,9 +247,9 @@ def _run_two_timed_batches(ssc: StreamingContext, clock: ManualClock) -> None:
     ssc.start()
     try:
         clock.set_time(1.0)
-        assert ssc._wait_for_batch(1000, 10)
+        assert ssc.wait_for_batch(1000, 10)
         clock.set_time(2.0)
-        assert ssc._wait_for_batch(2000, 10)
+        assert ssc.wait_for_batch(2000, 10)
     finally:
         ssc.stop(stopSparkContext=False)
 

@@ -13,7 +13,8 @@ import os
 import pytest
 
 from dstream import ManualClock, StreamingContext
-from dstream.rdd import BlockRDD, CheckpointRDD
+from dstream.io import CheckpointRDD
+from dstream.rdd import BlockRDD
 from dstream.testing import advance
 
 
@@ -61,7 +62,7 @@ def test_memory_stays_flat_over_200_batches(ctx, tmp_path):
                              ("snapshots", mapped.stateSnapshots())]:
             stream.foreachRDD(lambda rdd, name=name: last.__setitem__(name, rdd.collect()))
         ssc.start()
-        streams = ssc._graph.all_streams()
+        streams = ssc.graph.all_streams()
         blocks, depths, generated = [], [], []
         for _ in range(batches):
             advance(ssc, 1)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from dstream import Context, ManualClock, SerializationError, StreamingContext
+from dstream.demo.harness import pid_alive, wait_until
 from dstream.testing import advance, collect
 
-from .recovery_harness import WordCountDriver, pid_alive, wait_until
+from .recovery_harness import WordCountDriver
 
 
 @pytest.fixture
@@ -120,7 +121,8 @@ def test_sigkilled_pyspark_style_driver_restarts_from_the_checkpoint_getOrCreate
         time.sleep(0.5)
         started = driver.start()
         assert started["restored"], driver.stderr()
-        assert not any("creating" in e for e in driver.events), "setup ran again: the checkpoint was ignored"
+        assert not any(e["event"] == "creating" for e in driver.events), \
+            "setup ran again: the checkpoint was ignored"
         driver.write_file(["spark"])
         # the state survived the kill: counts include the words counted before it
         assert driver.wait_caught_up() is not None

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from dstream.driver.dag import NarrowDependency, ShuffleDependency
-from dstream.rdd import CheckpointRDD
+from dstream.io import CheckpointRDD
 
 #: records seen by `_count_call` (thread executor: the tasks share this module)
 CALLS: list = []

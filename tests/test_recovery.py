@@ -16,9 +16,10 @@ import pytest
 
 from dstream.driver.checkpoint import MAGIC, Checkpoint, CheckpointError, CheckpointWriter, read_latest
 from dstream import ManualClock, StreamingContext
+from dstream.demo.harness import pid_alive, wait_until
 from dstream.testing import advance
 
-from .recovery_harness import WordCountDriver, pid_alive, wait_until
+from .recovery_harness import WordCountDriver
 
 WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape"]
 
@@ -129,7 +130,7 @@ def test_getOrCreate_calls_setup_only_when_there_is_no_checkpoint(ctx, tmp_path)
         return _setup(ctx, checkpoint, prefix, clock)()
 
     ssc = StreamingContext.getOrCreate(checkpoint, counting_setup)
-    assert calls == [1] and ssc._restored_from is None
+    assert calls == [1] and ssc.restored_from is None
     ssc.start()
     advance(ssc, 2)  # batches 1000 and 2000 run; then the "driver dies"
     ssc.stop(stopSparkContext=False)
@@ -138,12 +139,12 @@ def test_getOrCreate_calls_setup_only_when_there_is_no_checkpoint(ctx, tmp_path)
         raise AssertionError("setup must not be called when a checkpoint exists")
 
     restored = StreamingContext.getOrCreate(checkpoint, must_not_run, clock=ManualClock(start=4.0))
-    assert restored._restored_from is not None
+    assert restored.restored_from is not None
     restored.start()
     try:
         # batches 3000 and 4000 fell due while it was down: both are replayed at start
         assert restored.replayed_times == [3000, 4000]
-        assert restored._wait_for_batch(4000, 30)
+        assert restored.wait_for_batch(4000, 30)
     finally:
         restored.stop(stopSparkContext=False)
     assert _read_batch(prefix, 2000) == [("a", 3), ("b", 1)]
@@ -164,7 +165,7 @@ def test_getActiveOrCreate_restores_from_the_checkpoint_when_none_is_active(ctx,
 
     restored = StreamingContext.getActiveOrCreate(checkpoint, must_not_run)
     try:
-        assert restored is not ssc and restored._restored_from.time_ms == 1000
+        assert restored is not ssc and restored.restored_from.time_ms == 1000
     finally:
         restored.stop(stopSparkContext=False)
 

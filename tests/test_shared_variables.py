@@ -363,7 +363,7 @@ def test_singleton_broadcast_and_accumulator_are_recreated_after_a_restart(tmp_p
     restored = StreamingContext.getOrCreate(checkpoint, lambda: pytest.fail("setup must not run"),
                                             clock=ManualClock(start=2.0))
     try:
-        assert restored.sparkContext is second and restored._restored_from is not None
+        assert restored.sparkContext is second and restored.restored_from is not None
         restored.start()
         advance(restored, 3)
         # made afresh, on the new Context: the counter counts from zero again (Spark cannot recover it)

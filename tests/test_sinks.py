@@ -1,13 +1,29 @@
-"""Sinks: saveAsTextFiles / saveAsParquetFiles commit each batch once; RDD.saveAsTextFile."""
+"""Sinks: saveAsTextFiles / saveAsParquetFiles commit each batch once; RDD.saveAsTextFile.
+
+As executor backends are, sinks are tested as a family: ``SinkSuite`` holds the contract every sink keeps
+(write partitions, commit a batch atomically, skip a committed batch) and is mixed into one test class per
+implementation, each providing ``sink`` and ``target`` fixtures and a ``read_back`` hook.
+"""
 from __future__ import annotations
 
+import ast
 import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from dstream import StreamingContext
+from dstream import sinks
+from dstream.sinks import Sink, WriteJob, batch_path, get_sink, register_sink
+from dstream.sinks.files import ParquetSink, TextSink
+from dstream.sinks.foreach_batch import ForeachBatchSink
 from dstream.testing import advance
 
 
@@ -159,3 +175,270 @@ def test_batches_after_the_queue_runs_dry_are_committed_empty(ssc, tmp_path):
     assert sorted(os.listdir(tmp_path / "t-2000")) == ["_SUCCESS"]
     assert sorted(os.listdir(tmp_path / "p-2000.parquet")) == ["_SUCCESS"]
     assert _read_text_dir(tmp_path / "t-1000") == ["only"]
+
+
+# -- the suite every sink passes ------------------------------------------------------------------------
+def _fail_on_c(x):
+    if x == "c" or (isinstance(x, tuple) and x[0] == "c"):
+        raise ValueError("the task writing 'c' fails")
+    return x
+
+
+class SinkSuite:
+    """The contract every sink keeps; subclasses provide ``sink`` and ``target`` fixtures and ``read_back``.
+
+    ``read_back`` returns the records of a committed target, in any order; ``records`` are what the tests
+    write (a subclass may choose ones its format keeps exactly).
+    """
+
+    records: list[Any] = ["a", "b", "c", "d", "e"]
+
+    def read_back(self, sink: Sink, target: str) -> list[Any]:
+        raise NotImplementedError
+
+    def _rdd(self, ctx, records=None, slices: int = 2):
+        return ctx.parallelize(self.records if records is None else records, slices)
+
+    def _assert_holds(self, sink, target, records):
+        assert sink.is_committed(target)
+        assert sorted(self.read_back(sink, target)) == sorted(records)
+
+    def test_not_committed_before_a_save(self, sink, target):
+        assert not sink.is_committed(target)
+
+    def test_saved_batch_is_committed_and_records_round_trip(self, sink, target, any_ctx):
+        assert sink.save(self._rdd(any_ctx), target) is True
+        self._assert_holds(sink, target, self.records)
+
+    def test_empty_batch_is_committed_empty(self, sink, target, ctx):
+        assert sink.save(ctx.emptyRDD(), target) is True
+        self._assert_holds(sink, target, [])
+
+    def test_second_save_of_a_committed_batch_is_skipped_and_runs_nothing(self, sink, target, ctx):
+        sink.save(self._rdd(ctx), target)
+        computed = ctx.accumulator(0)
+
+        def count(x):
+            computed.add(1)
+            return x
+        assert sink.save(self._rdd(ctx, self.records[:1]).map(count), target, "skip") is False
+        assert computed.value == 0
+        self._assert_holds(sink, target, self.records)
+
+    def test_saving_a_committed_batch_again_is_refused_by_default(self, sink, target, ctx):
+        sink.save(self._rdd(ctx), target)
+        with pytest.raises(FileExistsError, match="already exists"):
+            sink.save(self._rdd(ctx, self.records[:1]), target)
+        self._assert_holds(sink, target, self.records)
+
+    def test_a_failed_task_leaves_no_committed_batch(self, sink, target, ctx):
+        with pytest.raises(Exception, match="the task writing 'c' fails"):
+            sink.save(self._rdd(ctx).map(_fail_on_c), target, "skip")
+        assert not sink.is_committed(target)
+        assert sink.save(self._rdd(ctx), target, "skip") is True  # the replay
+        self._assert_holds(sink, target, self.records)
+
+    def test_replay_after_a_crash_between_write_and_commit_writes_one_copy(self, sink, target, ctx):
+        job = sink.setup(target, "skip")
+        sink.write(self._rdd(ctx), job)  # the driver dies here, before commit
+        assert not sink.is_committed(target)
+        assert sink.save(self._rdd(ctx), target, "skip") is True
+        self._assert_holds(sink, target, self.records)
+
+    def test_setup_returns_a_picklable_write_job(self, sink, target):
+        job = sink.setup(target, "skip")
+        assert isinstance(job, WriteJob) and job.target == target
+        assert pickle.loads(pickle.dumps(job)) == job
+
+
+def _part_files(target: str) -> list[str]:
+    return sorted(os.path.join(target, n) for n in os.listdir(target) if n.startswith("part-"))
+
+
+class TestTextSink(SinkSuite):
+    @pytest.fixture
+    def sink(self):
+        return get_sink("text")()
+
+    @pytest.fixture
+    def target(self, tmp_path):
+        return str(tmp_path / "out-1000")
+
+    def read_back(self, sink, target):
+        return _read_text_dir(target)
+
+
+class TestParquetSink(SinkSuite):
+    records = [("a", 1.5), ("b", 2.0), ("c", -1.0), ("d", 0.25)]
+
+    @pytest.fixture
+    def sink(self):
+        return get_sink("parquet")()
+
+    @pytest.fixture
+    def target(self, tmp_path):
+        return str(tmp_path / "out-1000.parquet")
+
+    def read_back(self, sink, target):
+        rows = []
+        for path in _part_files(target):
+            table = pq.read_table(path)
+            assert table.schema.field("value").type == pa.float64()
+            rows += zip(table["key"].to_pylist(), table["value"].to_pylist())
+        return rows
+
+
+class _BatchesByTime:
+    """An idempotent foreachBatch function: each batch's records, by batch time (a replay overwrites)."""
+
+    def __init__(self) -> None:
+        self.batches: dict[int, list] = {}
+
+    def __call__(self, rdd, batch_time_ms: int) -> None:
+        self.batches[batch_time_ms] = rdd.collect()
+
+
+class TestForeachBatchSink(SinkSuite):
+    """With a commit directory; the user function is idempotent by batch time, as foreachBatch asks."""
+
+    @pytest.fixture
+    def sink(self, tmp_path):
+        return get_sink("foreachBatch")(_BatchesByTime(), commit_dir=str(tmp_path / "commits"))
+
+    @pytest.fixture
+    def target(self):
+        return "1000"
+
+    def read_back(self, sink, target):
+        return sink.func.batches[int(target)]
+
+    def test_commit_marks_the_batch_in_the_commit_directory(self, sink, target, ctx, tmp_path):
+        sink.save(self._rdd(ctx), target)
+        assert os.listdir(tmp_path / "commits") == ["batch-1000"]
+
+
+class ListSink(Sink):
+    """A plugin sink (registered by name in the tests): tasks return their records, commit keeps them."""
+
+    name = "list"
+    committed: dict[str, list] = {}
+
+    def is_committed(self, target):
+        return target in self.committed
+
+    def write_partition(self, job, rdd, split, tc):
+        part = rdd._iterator(split, tc)
+        return list(part.column(0).to_pylist() if isinstance(part, pa.Table) else part)
+
+    def commit(self, job, results):
+        self.committed[job.target] = [x for rows in results for x in rows]
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The sink registry, restored after the test."""
+    monkeypatch.setattr(sinks.SINKS, "entries", dict(sinks.SINKS.entries))
+    return sinks.SINKS.entries
+
+
+class TestRegisteredPluginSink(SinkSuite):
+    @pytest.fixture
+    def sink(self, registry):
+        register_sink("list", "tests.test_sinks:ListSink")
+        yield get_sink("list")()
+        ListSink.committed.clear()
+
+    @pytest.fixture
+    def target(self):
+        return "batch-1000"
+
+    def read_back(self, sink, target):
+        return sink.committed[target]
+
+
+# -- foreachBatch without a commit directory: today's foreachBatch --------------------------------------
+def test_foreach_batch_without_commit_dir_runs_every_time(ctx):
+    calls = []
+    sink = ForeachBatchSink(lambda rdd, t: calls.append((t, rdd.collect())))
+    rdd = ctx.parallelize([1, 2], 2)
+    assert not sink.is_committed("1000")
+    assert sink.save(rdd, "1000", "skip") is True
+    assert sink.save(rdd, "1000", "skip") is True  # a replay runs the function again
+    assert not sink.is_committed("1000")
+    assert calls == [(1000, [1, 2]), (1000, [1, 2])]
+
+
+def test_foreach_batch_stream_calls_func_with_rdd_and_batch_time(ssc):
+    seen = []
+    ssc.queueStream([["x"], ["y", "z"]]).foreachBatch(lambda rdd, t: seen.append((t, sorted(rdd.collect()))))
+    ssc.start()
+    advance(ssc, 2)
+    assert seen == [(1000, ["x"]), (2000, ["y", "z"])]
+
+
+def test_parquet_skips_empty_partitions_and_text_writes_them(ctx, tmp_path):
+    get_sink("parquet")().save(ctx.parallelize([1], 3), str(tmp_path / "p"))
+    get_sink("text")().save(ctx.parallelize([1], 3), str(tmp_path / "t"))
+    assert sorted(os.listdir(tmp_path / "p")) == ["_SUCCESS", "part-00002.parquet"]
+    assert sorted(os.listdir(tmp_path / "t")) == ["_SUCCESS", "part-00000", "part-00001", "part-00002"]
+
+
+def test_batch_path():
+    assert batch_path("out", 1000, None) == "out-1000"
+    assert batch_path("s3://b/out", 2000, "parquet") == "s3://b/out-2000.parquet"
+
+
+# -- the registry -------------------------------------------------------------------------------------
+def test_registered_sinks():
+    assert get_sink("text") is TextSink
+    assert get_sink("parquet") is ParquetSink
+    assert get_sink("foreachBatch") is ForeachBatchSink
+
+
+def test_unknown_sink_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown sink 'csv'; known: \['foreachBatch', 'parquet', 'text'\]"):
+        get_sink("csv")
+
+
+def test_a_sink_that_cannot_be_imported_is_named(registry):
+    register_sink("broken", "dstream.no_such_module:BrokenSink")
+    with pytest.raises(ImportError, match=r"sink 'broken' \(dstream.no_such_module:BrokenSink\) cannot be loaded"):
+        get_sink("broken")
+    register_sink("misnamed", "dstream.sinks.files:NoSuchSink")
+    with pytest.raises(ImportError, match="sink 'misnamed'"):
+        get_sink("misnamed")
+
+
+def test_sink_implementations_are_imported_on_first_use():
+    code = textwrap.dedent("""
+        import sys
+        import dstream.rdd, dstream.sinks
+        assert "dstream.io" not in sys.modules, "dstream.sinks or dstream.rdd imported the io layer"
+        assert not [m for m in sys.modules if m.startswith("dstream.sinks.")], sorted(sys.modules)
+        from dstream.sinks import get_sink
+        get_sink("parquet")
+        assert "dstream.sinks.files" in sys.modules and "dstream.sinks.foreach_batch" not in sys.modules
+        get_sink("foreachBatch")
+        assert "dstream.sinks.foreach_batch" in sys.modules
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """Modules a file imports when it runs: every import but those under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(), str(path))
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append(node.module or "")
+    return found
+
+
+def test_the_sink_interface_is_core_layer():
+    """``dstream.sinks`` is imported by ``dstream.rdd``: it may use only the executors and records."""
+    modules = _runtime_imports(Path(sinks.__file__))
+    dstream_modules = [m for m in modules if m == "dstream" or m.startswith("dstream.")]
+    assert all(m.startswith(("dstream.executors", "dstream.records")) for m in dstream_modules), dstream_modules

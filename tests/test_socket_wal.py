@@ -5,7 +5,6 @@ first batches after the restart; segments no remembered batch needs are deleted.
 """
 from __future__ import annotations
 
-import ast
 import collections
 import os
 import socket
@@ -15,12 +14,12 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-import dstream.sources
+import dstream.wal
 from dstream.driver.checkpoint import read_latest
 from dstream import ManualClock, StreamingContext
+from dstream.demo.harness import RestartableDriver, committed_batches, read_counts, read_lines, wait_until
 from dstream.testing import advance, collect_timed
 
-from .recovery_harness import AppProcess, wait_until
 
 APP = Path(__file__).parent / "apps" / "socket_app.py"
 
@@ -101,7 +100,7 @@ def test_lines_are_logged_and_fsynced_before_a_batch_counts_them(ssc, server, tm
         real_fsync(fd)
         synced.append((wal_lines(checkpoint), stream.buffered()))
 
-    monkeypatch.setattr(dstream.sources.os, "fsync", fsync)
+    monkeypatch.setattr(dstream.wal.os, "fsync", fsync)
     ssc.start()
     server.wait_connections(1)
     server.send(["a", "b"])
@@ -155,10 +154,10 @@ def test_restart_replays_recorded_batches_and_buffers_unbatched_lines(ssc, clock
     ssc.start()
     server.wait_connections(1)
     server.send(["a", "b"])
-    wait_until(lambda: ssc._graph.inputs[0].buffered() == 2, 5, "a, b")
+    wait_until(lambda: ssc.graph.inputs[0].buffered() == 2, 5, "a, b")
     advance(ssc)
     server.send(["c", "d"])
-    wait_until(lambda: ssc._graph.inputs[0].buffered() == 2, 5, "c, d")
+    wait_until(lambda: ssc.graph.inputs[0].buffered() == 2, 5, "c, d")
     ssc.stop(stopSparkContext=False)  # c and d are logged, but no batch took them
     assert REPLAYED == [(1000, ["a", "b"])]
     segment = next((tmp_path / "cp" / "wal").glob("*/segment-*"))
@@ -185,33 +184,25 @@ def test_restart_replays_recorded_batches_and_buffers_unbatched_lines(ssc, clock
 
 # -- a real driver process, killed with SIGKILL -----------------------------------------------------------
 
-class SocketApp(AppProcess):
+class SocketApp(RestartableDriver):
     """tests/apps/socket_app.py in its own process, restartable from its checkpoint."""
 
     def __init__(self, root: Path, port: int) -> None:
-        super().__init__(root)
-        self.port = port
         self.output = root / "out"
         self.checkpoint = root / "checkpoint"
-
-    def argv(self) -> list[str]:
-        return [str(APP), "127.0.0.1", str(self.port), str(self.output), str(self.checkpoint), "--interval", "0.25"]
+        super().__init__([str(APP), "127.0.0.1", str(port), str(self.output), str(self.checkpoint),
+                          "--interval", "0.25"], root / "stderr.log")
 
     def start(self, slow: float = 0.0) -> dict:
         return super().start(20, env=dict(os.environ, SOCKET_APP_SLOW=str(slow)))
 
     def committed(self, kind: str) -> dict[int, list[str]]:
         """Each committed ``kind`` (lines or counts) output directory's lines, by batch time."""
-        out = {}
-        for d in self.output.glob(f"{kind}-*"):
-            if (d / "_SUCCESS").exists():
-                out[int(d.name.rsplit("-", 1)[1])] = [ln for p in sorted(d.glob("part-*"))
-                                                      for ln in p.read_text().splitlines()]
-        return out
+        return {t: read_lines(d) for t, d in committed_batches(self.output, kind).items()}
 
     def latest_counts(self) -> dict[str, int]:
-        counts = self.committed("counts")
-        return dict(ast.literal_eval(ln) for ln in counts[max(counts)]) if counts else {}
+        counts = committed_batches(self.output, "counts")
+        return dict(read_counts(counts[max(counts)])) if counts else {}
 
     def recorded_input(self) -> tuple[object, object]:
         """The newest checkpoint and its socket stream (with its recorded WAL ranges)."""

@@ -13,9 +13,8 @@ import fsspec
 import pytest
 
 from dstream import StreamingContext
+from dstream.demo.harness import wait_until
 from dstream.testing import advance, collect, collect_timed
-
-from .recovery_harness import wait_until
 
 
 def _wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:

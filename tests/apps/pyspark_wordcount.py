@@ -5,15 +5,14 @@ checkpoints the context it returns, so a SIGKILLed driver restarts from its chec
     python tests/apps/pyspark_wordcount.py INPUT_DIR OUTPUT_PREFIX CHECKPOINT_DIR
 """
 import sys
-import time
 
-from progress import emit  # noqa: E402 - tests/apps is the script's directory
 from dstream import Context as SparkContext
 from dstream import StreamingContext, StreamingListener
+from dstream.demo.harness import emit, started_fields
 
 
 def createContext(inputDir, outputPrefix):
-    emit({"creating": True})
+    emit("creating")
     sc = SparkContext("local[2]", "PythonStreamingRecoverableWordCount")
     ssc = StreamingContext(sc, 0.3)
     lines = ssc.textFileStream(inputDir)
@@ -25,7 +24,7 @@ def createContext(inputDir, outputPrefix):
 
 class Progress(StreamingListener):
     def onBatchCompleted(self, batchCompleted):
-        emit({"batch": int(batchCompleted.batchInfo().batchTime().milliseconds())})
+        emit("batch", time=int(batchCompleted.batchInfo().batchTime().milliseconds()))
 
 
 if __name__ == "__main__":
@@ -33,6 +32,5 @@ if __name__ == "__main__":
     ssc = StreamingContext.getOrCreate(checkpoint, lambda: createContext(inputDir, outputPrefix))
     ssc.addStreamingListener(Progress())
     ssc.start()
-    emit({"started": time.time(), "restored": ssc._restored_from is not None,
-          "workers": ssc.sparkContext.executor.worker_pids()})
+    emit("started", **started_fields(ssc))
     ssc.awaitTermination()

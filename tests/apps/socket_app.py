@@ -4,8 +4,9 @@ restartable with getOrCreate. The tests kill it with SIGKILL.
 
     python tests/apps/socket_app.py HOST PORT OUTPUT_DIR CHECKPOINT_DIR [--interval S] [--master M]
 
-Output: ``OUTPUT_DIR/lines-<ms>`` and ``OUTPUT_DIR/counts-<ms>``. It prints one JSON line at start
-({"started": ..., "restored": ..., "replayed": [...]}) and one per completed batch ({"batch": ms}).
+Output: ``OUTPUT_DIR/lines-<ms>`` and ``OUTPUT_DIR/counts-<ms>``. It prints progress lines with
+``dstream.demo.harness.emit``: ``started`` at start (``started_fields``: restored, replayed, ...) and
+``batch`` (``time``: its ms) per completed batch.
 While the environment variable SOCKET_APP_SLOW is set, each batch with lines first sleeps that many
 seconds (read when the batch runs, so a restarted driver can run at full speed).
 """
@@ -14,9 +15,8 @@ import logging
 import os
 import time
 
-from progress import emit  # noqa: E402 - tests/apps is the script's directory
 from dstream import Context, StreamingContext, StreamingListener
-
+from dstream.demo.harness import emit, started_fields
 
 
 def main() -> None:
@@ -50,12 +50,11 @@ def main() -> None:
 
     class Progress(StreamingListener):
         def onBatchCompleted(self, batchCompleted):
-            emit({"batch": batchCompleted.batchInfo().batchTime()})
+            emit("batch", time=batchCompleted.batchInfo().batchTime())
 
     ssc.addStreamingListener(Progress())
     ssc.start()
-    emit({"started": time.time(), "restored": ssc._restored_from is not None,
-          "replayed": getattr(ssc, "replayed_times", [])})
+    emit("started", **started_fields(ssc))
     ssc.awaitTermination()
 
 

@@ -4,18 +4,18 @@ saveAsTextFiles, checkpointed, restartable with getOrCreate. The tests kill it w
     python tests/apps/stateful_wordcount.py INPUT_DIR OUTPUT_PREFIX CHECKPOINT_DIR
         [--interval S] [--master M] [--work S] [--task-log FILE]
 
-It prints one JSON line at start ({"started": ..., "restored": ..., "replayed": [...], "workers": [...]})
-and one per completed batch ({"batch": ms}). ``--work`` sleeps that long per line in flatMap (to make
-tasks long enough to overlap); ``--task-log`` writes the task timings of the parallel recovery stage.
+It prints progress lines with ``dstream.demo.harness.emit``: ``started`` at start (``started_fields``:
+restored, replayed, workers, ...) and ``batch`` (``time``: its ms) per completed batch. ``--work`` sleeps
+that long per line in flatMap (to make tasks long enough to overlap); ``--task-log`` writes the task
+timings of the parallel recovery stage.
 """
 import argparse
 import json
 import logging
 import time
 
-from progress import emit  # noqa: E402 - tests/apps is the script's directory
 from dstream import Context, StreamingContext, StreamingListener
-
+from dstream.demo.harness import emit, started_fields
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
 
     class Progress(StreamingListener):
         def onBatchCompleted(self, batchCompleted):
-            emit({"batch": batchCompleted.batchInfo().batchTime()})
+            emit("batch", time=batchCompleted.batchInfo().batchTime())
             if args.task_log:
                 records = [r.__dict__ for r in ctx.scheduler.task_records if "parallel recovery" in r.stage]
                 with open(args.task_log, "w") as f:
@@ -59,8 +59,7 @@ def main() -> None:
 
     ssc.addStreamingListener(Progress())
     ssc.start()
-    emit({"started": time.time(), "restored": ssc._restored_from is not None,
-          "replayed": getattr(ssc, "replayed_times", []), "workers": ctx.executor.worker_pids()})
+    emit("started", **started_fields(ssc))
     ssc.awaitTermination()
 
 

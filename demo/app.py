@@ -4,13 +4,15 @@ A checkpointed, stateful word count restarted with ``StreamingContext.getOrCreat
 
     textFileStream(INPUT) -> flatMap(words) -> map((w, 1)) -> updateStateByKey(sum) -> saveAsTextFiles(PREFIX)
 
-    python -m dstream.demo_app INPUT_DIR OUTPUT_PREFIX CHECKPOINT [--interval S] [--master M]
+    python -m dstream.demo.app INPUT_DIR OUTPUT_PREFIX CHECKPOINT [--interval S] [--master M]
                                [--checkpoint-interval S] [--work-ms MS]
 
-It prints one JSON object per line on stdout, for the parent to parse (``wall`` is ``time.time()``)::
+It prints one JSON object per line on stdout (``dstream.demo.harness.emit``), for the parent to parse
+(``wall`` is ``time.time()``)::
 
     {"event": "process", "pid"}   the interpreter and the imports are ready
-    {"event": "started", "pid", "restored", "checkpoint_ms", "replayed": [batch ms...], "workers": [pid...]}
+    {"event": "started", "pid", "restored", "checkpoint_ms", "interval_ms", "replayed": [batch ms...],
+     "workers": [pid...]}
     {"event": "batch_started", "time", "records", "replayed"}
     {"event": "batch", "time", "records", "scheduling_ms", "processing_ms", "total_ms", "replayed"}
     {"event": "recovery", "tasks", "workers", "start", "end", "busy"}   the parallel recovery stage (on a
@@ -25,15 +27,24 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from dstream import Context, StreamingContext, StreamingListener
+from dstream.demo.harness import emit, started_fields
+
+#: the module that runs this app (``python -m``)
+MODULE = "dstream.demo.app"
+
+
+def command(app_args: Sequence[str], *options: str) -> list[str]:
+    """The arguments after the interpreter that run this app: ``-m dstream.demo.app INPUT_DIR OUTPUT_PREFIX
+    CHECKPOINT [options]`` (``app_args`` as ``WordCountFiles.app_args`` gives them)."""
+    return ["-m", MODULE, *app_args, *options]
 
 
 def words(line: str, work_ms: float = 0.0) -> list[str]:
@@ -49,18 +60,6 @@ def words(line: str, work_ms: float = 0.0) -> list[str]:
 def add_counts(new: list[int], old: int | None) -> int:
     """updateStateByKey's function: the running count of a word."""
     return sum(new) + (old or 0)
-
-
-_emit_lock = threading.Lock()
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One progress line (JSON) on stdout, written whole: the listener's thread and the main thread both
-    emit, and ``print`` writes the text and its newline separately, so lines could interleave."""
-    line = json.dumps({"event": event, "wall": time.time(), **fields}) + "\n"
-    with _emit_lock:
-        sys.stdout.write(line)
-        sys.stdout.flush()
 
 
 class Progress(StreamingListener):
@@ -128,7 +127,7 @@ def build(input_dir: str, output_prefix: str, checkpoint: str, interval: float, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dstream.demo_app",
+    parser = argparse.ArgumentParser(prog="python -m dstream.demo.app",
                                      description="A restartable, checkpointed stateful word count.")
     parser.add_argument("input_dir")
     parser.add_argument("output_prefix")
@@ -152,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ssc.addStreamingListener(progress)
     ssc.start()
     progress.ready.set()
-    cp = ssc._restored_from
-    executor = ssc.sparkContext.executor
-    emit("started", pid=os.getpid(), restored=cp is not None,
-         checkpoint_ms=cp.time_ms if cp is not None else None, interval_ms=round(ssc.batchDuration * 1000),
-         replayed=list(getattr(ssc, "replayed_times", [])),
-         workers=executor.worker_pids() if hasattr(executor, "worker_pids") else [])
+    emit("started", **started_fields(ssc))
     try:
         while not stop.is_set():
             ssc.awaitTerminationOrTimeout(0.1)
