@@ -23,7 +23,8 @@ Method, for each master and each N in ``--lost``:
 
 Restart overhead is measured separately, per master: the same app with a state snapshot at every batch,
 killed after an empty batch (nothing to recompute); seconds from process start to the first replayed
-batch done.
+batch done; once with the job's files on local disk and once on S3 (a local moto server, when moto[server]
+and s3fs are installed; ``--no-s3`` skips it).
 
 The machine may be shared: before each measure the benchmark waits (up to ``--quiet-wait`` s) until the
 other processes use less than ``--quiet`` cores, and during the recovery stage it samples ``/proc`` for
@@ -35,6 +36,7 @@ faster than with 1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import random
@@ -47,7 +49,7 @@ import time
 from dataclasses import dataclass
 
 from dstream.demo import app
-from dstream.demo.harness import DriverProcess, RestartableDriver, WordCountFiles, wait_workers_exit
+from dstream.demo.harness import DriverProcess, RestartableDriver, S3Server, WordCountFiles, wait_workers_exit
 from dstream.demo.recovery_demo import WORDS
 
 NAN = float("nan")
@@ -141,10 +143,12 @@ def wait_quiet(limit: float, wait: float) -> None:
 class Run:
     """One job: a work directory, its driver process, the files fed to it."""
 
-    def __init__(self, master: str, interval: float, work_ms: float, lines: int, checkpoint_interval: float) -> None:
+    def __init__(self, master: str, interval: float, work_ms: float, lines: int, checkpoint_interval: float,
+                 data_root: str | None = None) -> None:
         self.lines = lines
         self.dir = tempfile.mkdtemp(prefix="dstream-recovery-bench-")
-        self.job = WordCountFiles(self.dir)
+        #: input, output and checkpoint: below the work directory, or below ``data_root`` (an S3 URL)
+        self.job = WordCountFiles(data_root or self.dir)
         self.rng = random.Random(3)
         command = app.command(self.job.app_args(), "--interval", str(interval), "--master", master,
                               "--checkpoint-interval", str(checkpoint_interval), "--work-ms", str(work_ms),
@@ -238,11 +242,11 @@ def measure_lost(master: str, lost: int, a: argparse.Namespace) -> Result:
         run.close()
 
 
-def measure_overhead(master: str, a: argparse.Namespace) -> tuple[float, float, float]:
+def measure_overhead(master: str, a: argparse.Namespace, data_root: str | None = None) -> tuple[float, float, float]:
     """Seconds from process start to the driver started, to the first task run on an executor, and to the
     first replayed batch done; with a state snapshot at every batch and the driver killed after an empty
-    batch, so there is nothing to recompute."""
-    run = Run(master, a.interval, a.work_ms, a.lines, checkpoint_interval=a.interval)
+    batch, so there is nothing to recompute. ``data_root``: keep input, checkpoints and output there (S3)."""
+    run = Run(master, a.interval, a.work_ms, a.lines, checkpoint_interval=a.interval, data_root=data_root)
     try:
         driver = run.start()
         driver.wait_for(lambda e: e["event"] == "batch", 60)
@@ -260,6 +264,17 @@ def measure_overhead(master: str, a: argparse.Namespace) -> tuple[float, float, 
         return (new.started() or {})["wall"] - t0, first_task - t0, first["wall"] - t0
     finally:
         run.close()
+
+
+def start_s3() -> S3Server | None:
+    """A local S3 server with this process's environment (and so the drivers') pointed at it; None when
+    moto or s3fs is not installed."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("s3fs") is None:
+        print("# S3 column skipped: install moto[server] and s3fs (the [test] extra)", file=sys.stderr)
+        return None
+    server = S3Server(os.path.join(tempfile.mkdtemp(prefix="dstream-bench-moto-"), "moto.log"))
+    os.environ.update(server.env)
+    return server
 
 
 def _median(xs: list[float]) -> float:
@@ -289,15 +304,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", type=float, default=0.3,
                         help="wait until other processes use fewer cores than this before a restart (default 0.3)")
     parser.add_argument("--quiet-wait", type=float, default=60.0, help="but at most this long, s (default 60)")
+    parser.add_argument("--no-s3", dest="s3", action="store_false",
+                        help="skip the restart overhead with checkpoints on a local S3 server (moto, the [test] "
+                             "extra; skipped anyway when moto or s3fs is not installed)")
     a = parser.parse_args(argv)
+    s3 = start_s3() if a.s3 else None
     print(f"# {a.lines} lines x {a.work_ms:g} ms per batch, {a.interval:g} s batches, {a.repeat} run(s) per "
           f"measure; load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
 
     overhead: dict[str, list[tuple[float, float, float]]] = {m: [] for m in a.masters}
+    overhead_s3: dict[str, list[tuple[float, float, float]]] = {m: [] for m in a.masters}
     raw: dict[tuple[str, int], list[Result]] = {}
     for _ in range(a.repeat):
         for m in a.masters:
             overhead[m].append(measure_overhead(m, a))
+            if s3 is not None:
+                overhead_s3[m].append(measure_overhead(m, a, data_root=f"{s3.new_bucket()}/job"))
         for lost in a.lost:
             for m in a.masters:
                 r = measure_lost(m, lost, a)
@@ -324,11 +346,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {'ok' if r.correct else 'WRONG'} |")
     print()
     print("| master | restart overhead, s: process start -> driver started | -> first task on an executor "
-          "| -> first replayed batch done (best) |")
-    print("| --- | ---: | ---: | ---: |")
+          "| -> first replayed batch done (best) | the same with input, checkpoints and output on S3 (local "
+          "moto server) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for m, xs in overhead.items():
+        on_s3 = overhead_s3[m]
+        s3_cell = (f"{_median([x[2] for x in on_s3]):.2f} ({min(x[2] for x in on_s3):.2f})" if on_s3
+                   else "not measured (moto[server] and s3fs needed)" if s3 is None else "-")
         print(f"| {m} | {_median([x[0] for x in xs]):.2f} | {_median([x[1] for x in xs]):.2f} "
-              f"| {_median([x[2] for x in xs]):.2f} ({min(x[2] for x in xs):.2f}) |")
+              f"| {_median([x[2] for x in xs]):.2f} ({min(x[2] for x in xs):.2f}) | {s3_cell} |")
+    if s3 is not None:
+        s3.stop()
     both = "local[1]" in a.masters and "local[2]" in a.masters
     if both:
         print()

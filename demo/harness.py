@@ -6,30 +6,36 @@ The one copy of this machinery, shared by ``python -m dstream.demo``, the recove
 The protocol: a driver app prints one JSON object per line on stdout, ``{"event": NAME, "wall": time.time(),
 ...}`` (``emit``), among them ``started`` once its StreamingContext runs (``started_fields``). The parent
 parses the lines on a thread (``DriverProcess``, one per run of the process); ``RestartableDriver`` starts
-the same app again after each kill. ``WordCountFiles`` lays out a word count job's directories, feeds input
-files atomically (written elsewhere, then renamed in) and reads the counts it committed. Committed output is
-a ``<prefix>-<batch ms>/`` directory with ``_SUCCESS`` and text parts, one record per line.
+the same app again after each kill. ``WordCountFiles`` lays out a word count job's directories (local or
+on an object store such as S3), feeds input files atomically and reads the counts it committed. Committed
+output is a ``<prefix>-<batch ms>/`` directory with ``_SUCCESS`` and text parts, one record per line.
 
-Standard library only: importing this module loads no part of dstream.
+The standard library and fsspec only: importing this module loads no part of dstream.
 """
 from __future__ import annotations
 
 import ast
 import json
 import os
+import posixpath
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
+import uuid
 from collections import Counter
 from typing import Any, Callable, Sequence, TypeVar
+
+import fsspec
 
 T = TypeVar("T")
 #: one progress line, parsed
 Event = dict[str, Any]
-#: committed output directory name -> its entries' names -> (inode, mtime in ns)
-Snapshot = dict[str, dict[str, tuple[int, int]]]
+#: committed output directory name -> its entries' names -> their version (``_version``)
+Snapshot = dict[str, dict[str, tuple[str, ...]]]
 
 #: the module executor worker processes run: ``python -m dstream.executors.processes FD DIR DRIVER_PID``
 WORKER_MODULE = "dstream.executors.processes"
@@ -281,44 +287,73 @@ class RestartableDriver:
 
 
 # -- input and committed output ----------------------------------------------------------------------------
+def _fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(os.fspath(url))
+
+
+def _join(url: str | os.PathLike[str], name: str) -> str:
+    return posixpath.join(os.fspath(url).rstrip("/"), name)
+
+
+def _listing(url: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The entries directly below ``url``, listed afresh (object stores' listings are cached)."""
+    fs, path = _fs(url)
+    fs.invalidate_cache(path)
+    try:
+        return fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+
+
+def _name(entry: dict[str, Any]) -> str:
+    return posixpath.basename(entry["name"].rstrip("/"))
+
+
 def committed_batches(out_dir: str | os.PathLike[str], prefix: str) -> dict[int, str]:
-    """Batch time (ms) -> directory, of every committed (``_SUCCESS``) ``<prefix>-<ms>`` directory in
-    ``out_dir``, oldest first."""
-    out_dir = os.fspath(out_dir)
-    if not os.path.isdir(out_dir):
-        return {}
+    """Batch time (ms) -> directory (a path or URL, as ``out_dir``), of every committed (``_SUCCESS``)
+    ``<prefix>-<ms>`` directory in ``out_dir`` (a local path or any fsspec URL), oldest first."""
+    fs, _ = _fs(out_dir)
     found = {}
-    for name in os.listdir(out_dir):
-        head, _, ms = name.rpartition("-")
-        if head == prefix and ms.isdigit() and os.path.exists(os.path.join(out_dir, name, SUCCESS)):
-            found[int(ms)] = os.path.join(out_dir, name)
+    for entry in _listing(out_dir):
+        head, _, ms = _name(entry).rpartition("-")
+        if head == prefix and ms.isdigit() and fs.exists(posixpath.join(entry["name"], SUCCESS)):
+            found[int(ms)] = _join(out_dir, _name(entry))
     return dict(sorted(found.items()))
 
 
+def _version(entry: dict[str, Any]) -> tuple[str, ...]:
+    """What changes when a file or object is written again: inode and mtime, or ETag and time."""
+    return tuple(str(entry.get(k)) for k in ("ino", "mtime", "ETag", "LastModified", "size"))
+
+
 def committed_snapshot(out_dir: str | os.PathLike[str]) -> Snapshot:
-    """Inode and mtime of every entry of every committed output directory in ``out_dir`` (to show later that
-    a restart never rewrote them)."""
-    out_dir = os.fspath(out_dir)
+    """The version (inode and mtime; ETag and time on object stores) of every entry of every committed
+    output directory in ``out_dir`` (to show later that a restart never rewrote them)."""
     snap: Snapshot = {}
-    if not os.path.isdir(out_dir):
-        return snap
-    for name in sorted(os.listdir(out_dir)):
-        d = os.path.join(out_dir, name)
-        if os.path.exists(os.path.join(d, SUCCESS)):
-            stats = {entry.name: entry.stat() for entry in os.scandir(d)}
-            snap[name] = {n: (st.st_ino, st.st_mtime_ns) for n, st in sorted(stats.items())}
+    for entry in sorted(_listing(out_dir), key=_name):
+        entries = {_name(e): _version(e) for e in _listing(_join(out_dir, _name(entry)))}
+        if SUCCESS in entries:
+            snap[_name(entry)] = dict(sorted(entries.items()))
     return snap
 
 
+def committed_parts(directory: str | os.PathLike[str]) -> list[str]:
+    """The part files of a committed output directory, in part order: those its ``_SUCCESS`` manifest
+    lists when it holds one (object stores), else every ``part-*`` file."""
+    fs, path = _fs(directory)
+    marker = fs.cat_file(posixpath.join(path, SUCCESS))
+    if marker.strip():
+        manifest = json.loads(marker)
+        names = [p if isinstance(p, str) else p["name"] for p in manifest["parts"]]
+    else:
+        names = [_name(e) for e in _listing(directory) if _name(e).startswith("part-")]
+    return [posixpath.join(path, n) for n in sorted(names)]
+
+
 def read_lines(directory: str | os.PathLike[str]) -> list[str]:
-    """The lines of a text output directory's part files, in part order."""
-    directory = os.fspath(directory)
-    lines = []
-    for name in sorted(os.listdir(directory)):
-        if name.startswith("part-"):
-            with open(os.path.join(directory, name), encoding="utf-8") as f:
-                lines += f.read().splitlines()
-    return lines
+    """The lines of a committed text output directory's part files, in part order."""
+    fs, _ = _fs(directory)
+    return [line for part in committed_parts(directory) for line in fs.cat_file(part).decode("utf-8").splitlines()]
 
 
 def read_counts(directory: str | os.PathLike[str]) -> Counter[str]:
@@ -332,20 +367,23 @@ def read_counts(directory: str | os.PathLike[str]) -> Counter[str]:
 
 
 class WordCountFiles:
-    """A word count job's files below ``root``: the input directory ``in/``, fed through ``staging/``; the
-    output ``out/counts-<batch ms>/``; the checkpoint (``checkpoint/`` unless given); and the words of every
-    file fed, to check the output against."""
+    """A word count job's files below ``root`` (a local path or any fsspec URL, e.g. ``s3://bucket/job``):
+    the input directory ``in/``; the output ``out/counts-<batch ms>/``; the checkpoint (``checkpoint/``
+    unless given); and the words of every file fed, to check the output against. On a local disk a file is
+    written in ``staging/`` and renamed in; on an object store it appears whole with one put."""
 
     prefix_name = "counts"
 
     def __init__(self, root: str | os.PathLike[str], checkpoint: str | None = None,
                  file_name: str = "f{:04d}.txt") -> None:
         root = os.fspath(root)
-        self.input, self.staging, self.out = (os.path.join(root, d) for d in ("in", "staging", "out"))
-        for d in (self.input, self.staging, self.out):
+        self.input, self.staging, self.out = (_join(root, d) for d in ("in", "staging", "out"))
+        self._fs, _ = _fs(root)
+        self.local = "file" in self._fs.protocol or "local" in self._fs.protocol
+        for d in (self.input, self.staging, self.out) if self.local else ():
             os.makedirs(d, exist_ok=True)
-        self.prefix = os.path.join(self.out, self.prefix_name)
-        self.checkpoint = checkpoint or os.path.join(root, "checkpoint")
+        self.prefix = _join(self.out, self.prefix_name)
+        self.checkpoint = checkpoint or _join(root, "checkpoint")
         self.file_name = file_name
         #: the words of each file fed, in order
         self.files: list[Counter[str]] = []
@@ -357,18 +395,21 @@ class WordCountFiles:
         return [self.input, self.prefix, self.checkpoint]
 
     def feed(self, lines: Sequence[str]) -> tuple[str, float]:
-        """Write ``lines`` to a new file in staging and rename it into the input directory, so that it appears
-        whole; its name and the time of the rename."""
+        """Add a new input file holding ``lines`` so that it appears whole; its name and when it appeared."""
         name = self.file_name.format(len(self.files))
-        tmp = os.path.join(self.staging, name)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.rename(tmp, os.path.join(self.input, name))
-        renamed = time.time()
+        data = "".join(line + "\n" for line in lines)
+        if self.local:
+            tmp = os.path.join(self.staging, name)
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(data)
+            os.rename(tmp, os.path.join(self.input, name))
+        else:
+            self._fs.pipe_file(_fs(_join(self.input, name))[1], data.encode("utf-8"))
+        appeared = time.time()
         words = Counter(w for line in lines for w in line.split())
         self.files.append(words)
         self.truth.update(words)
-        return name, renamed
+        return name, appeared
 
     def committed(self) -> dict[int, str]:
         """Batch time -> directory of every committed batch, oldest first."""
@@ -382,3 +423,56 @@ class WordCountFiles:
     def snapshot(self) -> Snapshot:
         """``committed_snapshot`` of the output directory."""
         return committed_snapshot(self.out)
+
+
+# -- a local S3-compatible server (tests and benchmarks) ------------------------------------------------------
+#: what a process needs in its environment to reach the local S3 server (moto accepts any credentials)
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class S3Server:
+    """moto's standalone S3 server (``python -m moto.server``, the ``[test]`` extra) as a child process on a
+    free loopback port. ``env`` points botocore and s3fs at it, in this process and in any child (drivers,
+    executor workers), the way a user points them at S3: ``AWS_ENDPOINT_URL`` and credentials."""
+
+    def __init__(self, log_path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        #: the server's URL
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.log_path = os.fspath(log_path)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(self._answers, timeout, f"moto.server to answer on {self.endpoint}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                raise RuntimeError(f"moto.server exited with {self.proc.returncode}: {f.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL_S3": self.endpoint}
+
+    def new_bucket(self) -> str:
+        """A fresh, empty bucket; its ``s3://`` URL."""
+        name = f"b-{uuid.uuid4().hex[:16]}"
+        fs = fsspec.filesystem("s3", endpoint_url=self.endpoint, key="testing", secret="testing")
+        fs.mkdir(name)
+        return f"s3://{name}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

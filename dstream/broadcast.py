@@ -18,8 +18,7 @@ import pickle
 import threading
 import uuid
 import weakref
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from dstream.executors import block_ids, broadcasts, serialization
 from dstream.executors.base import TaskContext
@@ -42,24 +41,14 @@ class SharedVariableInCheckpointError(pickle.PicklingError):
     """A broadcast variable or an accumulator was about to be pickled into a streaming checkpoint."""
 
 
-_checkpointing = threading.local()
-
-
-@contextmanager
-def pickling_for_checkpoint(active: bool = True) -> Iterator[None]:
-    """While active, pickling a Broadcast or an Accumulator in this thread raises
-    ``SharedVariableInCheckpointError`` (used around writing and checking checkpointed code)."""
-    outer = getattr(_checkpointing, "active", False)
-    _checkpointing.active = active or outer
-    try:
-        yield
-    finally:
-        _checkpointing.active = outer
+#: while active, pickling a Broadcast or an Accumulator in this thread raises SharedVariableInCheckpointError
+#: (used around writing and checking checkpointed code)
+pickling_for_checkpoint = serialization.pickling_for_checkpoint
 
 
 def refuse_in_checkpoint(what: str) -> None:
     """Raise if ``what`` (a broadcast or accumulator) is being pickled into a checkpoint."""
-    if getattr(_checkpointing, "active", False):
+    if serialization.pickling_for_checkpoint_active():
         raise SharedVariableInCheckpointError(
             f"{what} is captured by a function of a checkpointed stream, but broadcast variables and "
             f"accumulators cannot be recovered from a checkpoint. Create it lazily instead, as a singleton "

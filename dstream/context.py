@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 import pyarrow as pa
 
+from dstream.driver.checkpoint import HmacSigner, signer
 from dstream.driver.dag import DAGScheduler
 from dstream.driver.logs import set_log_level
 from dstream.executors.base import Executor, SpeculationConf, get_backend
@@ -226,9 +227,11 @@ class Context:
         return self.parallelize(range(start, end, step), numSlices)
 
     def textFile(self, name: str, minPartitions: int | None = None, use_unicode: bool = True,
-                 encoding: str = "utf-8") -> RDD:
-        """The lines of a text file, a directory of them or a glob, at any fsspec URL."""
-        return TextFileRDD(self, expand_paths(name), minPartitions or 1, encoding)
+                 encoding: str = "utf-8", storage_options: Mapping[str, Any] | None = None) -> RDD:
+        """The lines of a text file, a directory of them or a glob, at any fsspec URL (``s3://``, ...),
+        opened with ``storage_options`` (fsspec's) on the driver and in the tasks."""
+        return TextFileRDD(self, expand_paths(name, storage_options), minPartitions or 1, encoding,
+                           storage_options)
 
     def union(self, rdds: Sequence[RDD]) -> RDD:
         rdds = list(rdds)
@@ -241,6 +244,12 @@ class Context:
 
     def setCheckpointDir(self, dirName: str) -> None:
         self.checkpoint_dir = dirName
+
+    @property
+    def checkpoint_signer(self) -> HmacSigner | None:
+        """Signs and verifies data snapshot manifests with the checkpoint key (``dstream.checkpoint.key`` in
+        the conf, else ``$DSTREAM_CHECKPOINT_KEY``); None without a key (manifests are then unsigned)."""
+        return signer(self.conf)
 
     def setLogLevel(self, logLevel: str) -> None:
         """Set dstream's log level by Spark's names: ALL, DEBUG, ERROR, FATAL, INFO, OFF, TRACE or WARN

@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 
+from dstream.driver.storage import Location
 from dstream.durations import check_multiple, ms_to_datetime, time_to_ms, to_ms
 from dstream.io import CheckpointRDD
 from dstream.rdd import RDD, PipelinedRDD, T_co, _fn_name, public_api
@@ -459,16 +460,25 @@ class DStream(Generic[T_co]):
 
         ForEachDStream(self, show, "pprint")
 
-    def saveAsTextFiles(self, prefix: str, suffix: str | None = None) -> None:
-        """Each batch to ``prefix-<time ms>[.suffix]``: part files and ``_SUCCESS``, committed once."""
-        sink = get_sink("text")()
-        ForEachDStream(self, lambda t, rdd: sink.save(rdd, batch_path(prefix, t, suffix), "skip"), "saveAsTextFiles")
+    def saveAsTextFiles(self, prefix: str, suffix: str | None = None,
+                        storage_options: Mapping[str, Any] | None = None) -> None:
+        """Each batch to ``prefix-<time ms>[.suffix]``: part files and ``_SUCCESS`` (their manifest),
+        committed once. ``storage_options`` open the prefix's fsspec filesystem (``endpoint_url``, ``key``,
+        ...), on the driver and in the tasks; a checkpoint keeps them without their secrets."""
+        self._save_files("text", prefix, suffix, storage_options, "saveAsTextFiles")
 
-    def saveAsParquetFiles(self, prefix: str, suffix: str | None = "parquet") -> None:
-        """Each batch as Parquet files under ``prefix-<time ms>[.suffix]``, committed once."""
-        sink = get_sink("parquet")()
-        ForEachDStream(self, lambda t, rdd: sink.save(rdd, batch_path(prefix, t, suffix), "skip"),
-                       "saveAsParquetFiles")
+    def saveAsParquetFiles(self, prefix: str, suffix: str | None = "parquet",
+                           storage_options: Mapping[str, Any] | None = None) -> None:
+        """Each batch as Parquet files under ``prefix-<time ms>[.suffix]``, committed once
+        (``storage_options`` as for ``saveAsTextFiles``)."""
+        self._save_files("parquet", prefix, suffix, storage_options, "saveAsParquetFiles")
+
+    def _save_files(self, sink_name: str, prefix: str, suffix: str | None,
+                    storage_options: Mapping[str, Any] | None, name: str) -> None:
+        sink = get_sink(sink_name)()
+        where = Location(prefix, storage_options)  # pickled into a checkpoint without its secrets
+        ForEachDStream(self, lambda t, rdd: sink.save(
+            rdd, Location(batch_path(where.url, t, suffix), where.storage_options), "skip"), name)
 
 
 class TransformedDStream(DStream):

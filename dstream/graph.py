@@ -13,6 +13,7 @@ from dstream.rdd import _count_task
 
 if TYPE_CHECKING:
     from dstream.context import Context
+    from dstream.driver.storage import Location
     from dstream.dstream import DStream, ForEachDStream
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ class StreamRuntime(Protocol):
     @property
     def checkpoint_dir(self) -> str | None:
         """The metadata checkpoint directory (``StreamingContext.checkpoint``), or None."""
+
+    @property
+    def checkpoint_location(self) -> "Location | None":
+        """The same directory with its storage options (``driver.storage.Location``), or None."""
 
     def check_can_declare(self) -> None:
         """Raise unless streams may still be declared (the context has not started)."""

@@ -18,11 +18,12 @@ import random
 import re
 import weakref
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import pyarrow as pa
 
 from dstream.driver.dag import MapStatus, NarrowDependency, ShuffleDependency
+from dstream.driver.storage import Location
 from dstream.executors import block_ids
 from dstream.executors.base import TaskContext
 from dstream import records
@@ -636,13 +637,16 @@ class RDD(Generic[T_co]):
     def lookup(self, key: Any) -> list:
         return self.filter(lambda kv: kv[0] == key).values().collect()
 
-    def saveAsTextFile(self, path: str, compressionCodecClass: str | None = None) -> None:
-        """Write ``str(record)`` lines as ``part-NNNNN`` files under ``path`` (fsspec URL), then ``_SUCCESS``."""
-        get_sink("text")().save(self, path)
+    def saveAsTextFile(self, path: str, compressionCodecClass: str | None = None,
+                       storage_options: Mapping[str, Any] | None = None) -> None:
+        """Write ``str(record)`` lines as ``part-NNNNN`` files under ``path`` (an fsspec URL, opened with
+        ``storage_options``), then ``_SUCCESS`` with their manifest."""
+        get_sink("text")().save(self, Location.of(path, storage_options))
 
-    def saveAsParquetFile(self, path: str) -> None:
-        """Write each non-empty partition as a ``part-NNNNN.parquet`` file under ``path``, then ``_SUCCESS``."""
-        get_sink("parquet")().save(self, path)
+    def saveAsParquetFile(self, path: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        """Write each non-empty partition as a ``part-NNNNN.parquet`` file under ``path``, then ``_SUCCESS``
+        with their manifest (``storage_options`` as for ``saveAsTextFile``)."""
+        get_sink("parquet")().save(self, Location.of(path, storage_options))
 
 
 builtin_filter = filter

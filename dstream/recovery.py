@@ -8,20 +8,25 @@ Layout of a checkpoint directory (any fsspec URL)::
 
 The metadata checkpoint is written after each batch is generated (so its input is recorded before any of
 its jobs runs) and after it completes. Data snapshot directories are deleted once no kept metadata
-checkpoint refers to them.
+checkpoint refers to them; on start and every few checkpoints, the orphans a killed driver left (snapshots
+and ``.checkpoint-*.tmp`` files no kept checkpoint refers to, older than the oldest kept checkpoint) are
+found by listing and deleted too (``dstream.driver.retention``).
 """
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from dstream.broadcast import pickling_for_checkpoint
-from dstream.driver.checkpoint import Checkpoint, CheckpointError, CheckpointWriter, read_latest, unpickle
+from dstream.driver.checkpoint import (Checkpoint, CheckpointError, CheckpointWriter, checkpoint_key, read_latest,
+                                       unpickle)
+from dstream.driver.retention import SNAPSHOTS, SnapshotJanitor
+from dstream.driver.storage import Location
 from dstream.driver.times import batch_name
 from dstream.executors import serialization
 from dstream.graph import DStreamGraph, StreamRuntime
-from dstream.io import join, url_to_fs
+from dstream.io import join
 from dstream.version import __version__
 
 log = logging.getLogger(__name__)
@@ -31,37 +36,20 @@ def data_dir(directory: str) -> str:
     return join(directory, "data")
 
 
-class SnapshotJanitor:
-    """Deletes data snapshot directories once no kept checkpoint (of the newest ``keep``) refers to them."""
-
-    def __init__(self, keep: int) -> None:
-        #: data snapshot directories referred to by each kept checkpoint, oldest first
-        self._referenced: deque[set[str]] = deque(maxlen=keep)
-        self._known: set[str] = set()
-
-    def collect(self, referenced: set[str]) -> None:
-        self._referenced.append(referenced)
-        self._known |= referenced
-        alive = set().union(*self._referenced)
-        for directory in self._known - alive:
-            try:
-                fs, path = url_to_fs(directory)
-                fs.rm(path, recursive=True)
-            except FileNotFoundError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - a leftover directory is harmless
-                log.warning("could not delete old data checkpoint %s: %s", directory, exc)
-        self._known &= alive
-
-
 class StreamCheckpointer:
     """The driver's Checkpointer for a StreamingContext: graph + configuration -> checkpoint files."""
 
-    def __init__(self, ssc: StreamRuntime, directory: str, keep: int = 10) -> None:
+    def __init__(self, ssc: StreamRuntime, directory: str | Location, keep: int = 10) -> None:
         self.ssc = ssc
-        self.directory = directory
-        self.writer = CheckpointWriter(directory, __version__, keep)
-        self._janitor = SnapshotJanitor(keep)
+        #: the checkpoint directory with its storage options
+        self.location = Location.of(directory)
+        #: its URL (no storage options)
+        self.directory = self.location.url
+        # signed with the key in the Context's conf or the environment; the key itself is never written
+        self.writer = CheckpointWriter(self.location, __version__, keep, key=checkpoint_key(ssc.sparkContext.conf))
+        restored = getattr(ssc, "restored_from", None)  # what the kept checkpoints of the last run refer to
+        self._janitor = SnapshotJanitor(keep, self.location, restored.extra.get(SNAPSHOTS) if restored else None)
+        self._janitor.start()  # on start: the orphans a killed driver left
 
     def write(self, time_ms: int, pending_times: list[int], last_completed_ms: int | None,
               batch_completed: bool) -> None:
@@ -72,11 +60,27 @@ class StreamCheckpointer:
         master = ctx.master if isinstance(ctx.master, str) else None
         with pickling_for_checkpoint():  # a captured broadcast or accumulator fails here, not after a restart
             pickled_graph = serialization.dumps(graph)
+        snapshots = graph.data_checkpoint_dirs()
         cp = Checkpoint(time_ms=time_ms, interval_ms=self.ssc.interval_ms, master=master,
                         conf=dict(ctx.conf), pending_times=pending_times, last_completed_ms=last_completed_ms,
-                        graph=pickled_graph)
+                        graph=pickled_graph, inputs=input_records(graph),
+                        extra={SNAPSHOTS: self._janitor.references(time_ms, snapshots)})
         self.writer.write(cp)
-        self._janitor.collect(graph.data_checkpoint_dirs())
+        self._janitor.collect(snapshots, time_ms)
+
+
+def input_records(graph: DStreamGraph) -> list[dict[str, Any]]:
+    """Per input stream, what each batch it still records took (time, records, metadata such as files),
+    for the checkpoint's JSON header: inspectable without unpickling the graph."""
+    out = []
+    for i, inp in enumerate(graph.inputs):
+        batches = []
+        for t in sorted(inp.records_per_batch):
+            metadata = {k: v for k, v in inp.input_metadata(t).items() if k != "Description"}
+            batches.append({"time_ms": t, "records": inp.records_per_batch[t], **({"metadata": metadata}
+                                                                                  if metadata else {})})
+        out.append({"id": i, "name": inp.name, "batches": batches})
+    return out
 
 
 class SnapshotOnlyCheckpointer:
@@ -102,19 +106,24 @@ class Restored:
     graph unpickled from it (``StreamingContext(..., restored=...)`` attaches the graph)."""
 
     checkpoint: Checkpoint
-    directory: str
+    #: the checkpoint directory, with the storage options it was read with
+    directory: Location
     graph: DStreamGraph
 
 
-def read_checkpoint(directory: str) -> Restored | None:
+def read_checkpoint(directory: str | Location, storage_options: Mapping[str, Any] | None = None,
+                    key: bytes | str | None = None) -> Restored | None:
     """The newest readable checkpoint under ``directory`` with its graph, or None when there is none.
 
-    Raises ``CheckpointError`` when a checkpoint exists but cannot be restored (another dstream version,
-    or changed code)."""
-    cp = read_latest(directory)
+    ``key`` verifies the checkpoint's signature before anything is unpickled (``None``: the key in
+    ``$DSTREAM_CHECKPOINT_KEY``, if any). Raises ``CheckpointError`` when a checkpoint exists but cannot be
+    restored (another dstream version, or changed code), ``CheckpointSignatureError`` when it fails
+    verification."""
+    location = Location.of(directory, storage_options)
+    cp = read_latest(location, key=key)
     if cp is None:
         return None
-    graph = unpickle(cp.graph, f"the DStream graph of the checkpoint of {batch_name(cp.time_ms)} in {directory}")
+    graph = unpickle(cp.graph, f"the DStream graph of the checkpoint of {batch_name(cp.time_ms)} in {location}")
     if not isinstance(graph, DStreamGraph):
-        raise CheckpointError(f"the checkpoint in {directory} does not hold a DStream graph")
-    return Restored(cp, directory, graph)
+        raise CheckpointError(f"the checkpoint in {location} does not hold a DStream graph")
+    return Restored(cp, location, graph)

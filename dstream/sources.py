@@ -9,16 +9,16 @@ import logging
 import posixpath
 import socket
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
-import fsspec
-
-from dstream.driver.jobs import records_wanted
+from dstream.driver.jobs import BatchError, records_wanted
+from dstream.driver.storage import Location, file_version
 from dstream.driver.times import batch_name
 from dstream.dstream import DStream
 from dstream.executors.threads import ThreadExecutor
-from dstream.io import BinaryRecordsRDD, TextFileRDD, url_to_fs
+from dstream.io import BinaryRecordsRDD, TextFileRDD
 from dstream.rdd import RDD
 from dstream.wal import WriteAheadLog, WriteAheadLogError, wal_dir
 
@@ -150,59 +150,85 @@ class QueueInputDStream(InputDStream):
         return rdd
 
 
+class InputError(BatchError):
+    """An input stream could not take its batch (its directory could not be listed). The batch runs
+    without that input, and a later batch takes it."""
+
+
 class FileInputDStream(InputDStream):
     """New files in a directory (any fsspec URL); a file counts once, in the batch in which it appears.
 
-    Files must appear atomically (written elsewhere, then renamed in). Names starting with ``.`` or
-    ``_`` and ending in ``.tmp`` or ``._COPYING_`` are ignored. With ``newFilesOnly`` (the default),
-    files already there when the stream starts are ignored, as in Spark.
+    The directory is listed afresh every batch (fsspec's cached listings are dropped first). A file is
+    known by its name and version: size plus modification time or ETag (what the filesystem's listing
+    gives), so an object replaced under the same name counts again, as a new file. A listing that fails
+    (no permission, no bucket, no network) fails its batch with an ``InputError`` naming the URL; that batch
+    takes no file from the directory, and nothing is marked as taken, so the next batch takes the files.
+
+    Files must appear atomically (written elsewhere, then renamed in; an object store's PUT is atomic).
+    Names starting with ``.`` or ``_`` and ending in ``.tmp`` or ``._COPYING_`` are ignored. With
+    ``newFilesOnly`` (the default), files already there when the stream starts are ignored, as in Spark.
+
+    ``storage_options`` (fsspec's) open the directory on the driver and, pickled with the tasks, its files
+    on the executors. Their secrets are masked in reprs and errors and left out of checkpoints: a stream
+    restored from a checkpoint takes them from the environment or fsspec's configuration.
 
     ``memory://`` directories work only with the thread executor (``threads[N]``): the files live in
     the driver process's memory, which executor processes cannot see.
     """
 
-    def __init__(self, ssc: "StreamRuntime", directory: str, kind: str, record_length: int = 0,
-                 new_files_only: bool = True) -> None:
-        if not isinstance(directory, str) or not directory:
+    def __init__(self, ssc: "StreamRuntime", directory: "str | Location", kind: str, record_length: int = 0,
+                 new_files_only: bool = True, storage_options: dict[str, Any] | None = None) -> None:
+        if not isinstance(directory, (str, Location)) or not str(directory):
             raise ValueError(f"{kind}: directory must be a path or URL string, got {directory!r}")
-        if directory.startswith("memory://"):
+        location = Location.of(directory, storage_options)
+        if location.url.startswith("memory://"):
             if not isinstance(ssc.sparkContext.executor, ThreadExecutor):
-                raise ValueError(f"{kind}({directory}): memory:// directories need the thread executor "
+                raise ValueError(f"{kind}({location.url}): memory:// directories need the thread executor "
                                  f"(Context('threads[N]')); executor processes cannot see the driver's memory")
-        super().__init__(ssc, f"{kind}({directory})")
-        self.directory = directory
+        super().__init__(ssc, f"{kind}({location.url})")
+        #: the directory with the storage options to list and read it (secrets stay out of checkpoints)
+        self.location = location
+        self.directory = location.url
         self.kind = kind
         self.record_length = record_length
         self.new_files_only = new_files_only
-        #: files already taken
-        self.seen: set[str] = set()
+        #: the files taken (or there at start), by URL, with the version taken (``file_version``)
+        self.seen: dict[str, str] = {}
         #: the files each remembered batch took (recorded input, replayed after a restart)
         self.batch_files: dict[int, list[str]] = {}
+        #: why a remembered batch took nothing from the directory: its listing failed
+        self.batch_errors: dict[int, str] = {}
         #: the newest batch time that listed the directory
         self.last_listed_ms: int | None = None
 
-    def __getstate__(self) -> dict:
-        return super().__getstate__()
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "location" not in state:  # a checkpoint from before storage options
+            self.location = Location(self.directory)
+        if isinstance(self.seen, set):  # ... from before versions: the files seen count as taken as they are
+            self.seen = dict.fromkeys(self.seen, "")
+        self.__dict__.setdefault("batch_errors", {})
 
-    def _list(self) -> dict[str, int]:
-        """The directory's visible files (URLs in the directory's form) and their sizes."""
-        fs, path = url_to_fs(self.directory)
-        try:
-            entries = fs.ls(path, detail=True)
-        except FileNotFoundError:
-            return {}
-        protocol = "://" in self.directory
+    def _list(self) -> dict[str, tuple[int, str]]:
+        """The directory's visible files, listed afresh: URL (in the directory's form) -> (size, version)."""
         out = {}
-        for e in entries:
+        for e in self.location.list():
             name = posixpath.basename(e["name"].rstrip("/"))
             if e.get("type") == "directory" or name.startswith((".", "_")) or name.endswith((".tmp", "._COPYING_")):
                 continue
-            out[fs.unstrip_protocol(e["name"]) if protocol else e["name"]] = e.get("size") or 0
+            out[self.location.at(e["name"]).url] = (e.get("size") or 0, file_version(e))
         return dict(sorted(out.items()))
+
+    def _file(self, url: str) -> Location:
+        return Location(url, self.location.storage_options)
 
     def start(self) -> None:
         if self.new_files_only:
-            self.seen = set(self._list())
+            try:
+                self.seen = {url: version for url, (_, version) in self._list().items()}
+            except Exception as exc:  # noqa: BLE001 - the batches report it; nothing found later is old
+                log.warning("%s: cannot list the files there at start, so every file found later is new: %s",
+                            self.name, exc)
 
     def restart(self) -> None:
         """After a restart the files taken before are known from the checkpoint: none is taken twice,
@@ -213,47 +239,71 @@ class FileInputDStream(InputDStream):
         limit = time_ms - (self.remember_ms or self.slide_ms)
         for t in [t for t in self.batch_files if t <= limit]:
             del self.batch_files[t]
+        for t in [t for t in self.batch_errors if t <= limit]:
+            del self.batch_errors[t]
 
     def input_metadata(self, time_ms: int) -> dict[str, Any]:
-        """The batch's new files, as Spark's file streams report them."""
+        """The batch's new files, as Spark's file streams report them (and ``error`` if the listing failed)."""
         files = list(self.batch_files.get(time_ms, []))
-        return {"files": files, "Description": "\n".join(files)}
+        meta: dict[str, Any] = {"files": files, "Description": "\n".join(files)}
+        if time_ms in self.batch_errors:
+            meta["error"] = self.batch_errors[time_ms]
+        return meta
 
     def _compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext
+        sizes: dict[str, int] = {}
         if time_ms in self.batch_files:
             # a batch replayed after a restart takes exactly the files it took before
             new = self.batch_files[time_ms]
-            listed = {f: 0 for f in new}
         elif self.last_listed_ms is not None and time_ms <= self.last_listed_ms:
             log.warning("%s: the input of %s is no longer recorded; it is empty", self.name, batch_name(time_ms))
             return ctx.emptyRDD()
         else:
-            listed = self._list()
-            new = [f for f in listed if f not in self.seen]
-            # Forget files that are gone so the set stays as small as the directory.
-            self.seen = self.seen.intersection(listed) | set(new)
-            self.batch_files[time_ms] = new
             self.last_listed_ms = time_ms
+            try:
+                listed = self._list()
+            except Exception as exc:  # noqa: BLE001 - this batch fails; the files stay new for the next
+                return self._listing_failed(time_ms, exc)
+            # New: not taken yet, or replaced since ("" is a version unknown, from an old checkpoint).
+            new = [url for url, (_, version) in listed.items() if self.seen.get(url) not in (version, "")]
+            # Forget files that are gone so the map stays as small as the directory.
+            self.seen = {url: version for url, (_, version) in listed.items()}
+            sizes = {url: listed[url][0] for url in new}
+            self.batch_files[time_ms] = new
+        files = [self._file(url) for url in new]
         if self.kind == "binaryRecordsStream":
-            self.records_per_batch[time_ms] = sum(listed[f] // self.record_length for f in new)
+            self.records_per_batch[time_ms] = sum(sizes.get(url, 0) // self.record_length for url in new)
         elif records_wanted(self._ssc.listener_bus):  # counting reads the files once more, on the driver
-            self.records_per_batch[time_ms] = sum(_count_lines(f) for f in new)
+            self.records_per_batch[time_ms] = sum(_count_lines(f) for f in files)
         if not new:
             return ctx.emptyRDD()
         if self.kind == "binaryRecordsStream":
-            return BinaryRecordsRDD(ctx, new, self.record_length)
-        return TextFileRDD(ctx, new, 1, "utf-8")
+            return BinaryRecordsRDD(ctx, files, self.record_length)
+        return TextFileRDD(ctx, files, 1, "utf-8")
+
+    def _listing_failed(self, time_ms: int, exc: BaseException) -> RDD:
+        """Batch ``time_ms`` takes no file and fails; nothing is marked as taken, so a later batch takes
+        the files (a replay of this batch takes none, as it did)."""
+        reason = self.location.scrub(str(exc))  # names the URL
+        error = InputError(f"{batch_name(time_ms)}: {self.name} took no input, its new files go into a "
+                           f"later batch: {reason}")
+        log.error("%s", error)
+        self.batch_files[time_ms] = []
+        self.batch_errors[time_ms] = reason
+        self.records_per_batch[time_ms] = 0
+        self._ssc.report_error(error)
+        return self._ssc.sparkContext.emptyRDD()
 
 
-def _count_lines(url: str) -> int:
+def _count_lines(url: "str | Location") -> int:
     """Lines of a file as ``io.split_lines`` cuts them (\\n, \\r\\n or \\r), counted on the raw bytes.
 
     For BatchInfo.numRecords only: a file that cannot be read counts 0 (its task reports the error).
     """
     n, last = 0, b""
     try:
-        with fsspec.open(url, "rb") as f:
+        with Location.of(url).open("rb") as f:
             while chunk := f.read(1 << 20):
                 n += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
                 if last == b"\r" and chunk[:1] == b"\n":
@@ -272,8 +322,10 @@ class SocketInputDStream(InputDStream):
 
     With checkpointing, each line is first written to a write-ahead log under
     ``<checkpoint>/wal/<stream id>/``, then buffered; each batch records the range of log lines it took.
-    After a restart a replayed batch takes exactly the lines it took before, and lines received but not
-    yet in a recorded batch go into the first batches after the restart.
+    On a local disk every received chunk is appended and fsynced; on an object store the lines received
+    in one block interval (``wal_block_interval``) become one immutable segment object. After a restart a
+    replayed batch takes exactly the lines it took before, lines received but not yet in a recorded batch
+    go into the first batches after the restart, and segments the checkpoint no longer needs are deleted.
     """
 
     #: with checkpointing: a write-ahead log segment is closed once it holds this many lines or bytes
@@ -282,6 +334,8 @@ class SocketInputDStream(InputDStream):
     #: a segment is deleted once the batches remembered at the last ``wal_keep`` cleanups no longer need
     #: it (older metadata checkpoints, read when a newer one is damaged, may need what the newest does not)
     wal_keep = 10
+    #: on object stores: seconds of received lines gathered into one segment object (Spark's block interval)
+    wal_block_interval = 0.2
 
     def __init__(self, ssc: "StreamRuntime", host: str, port: int, retry: float = 0.5) -> None:
         super().__init__(ssc, f"socketTextStream({host}:{port})")
@@ -315,11 +369,11 @@ class SocketInputDStream(InputDStream):
         self._init_receiver()
 
     def _open_wal(self, fresh: bool) -> WriteAheadLog | None:
-        directory = self._ssc.checkpoint_dir
+        directory = self._ssc.checkpoint_location  # with the checkpoint's storage options
         if directory is None:
             return None
-        return WriteAheadLog(wal_dir(directory, self.stream_id), self.wal_segment_lines,
-                              self.wal_segment_bytes, start=self.wal_taken, fresh=fresh)
+        return WriteAheadLog(wal_dir(directory, self.stream_id), self.wal_segment_lines, self.wal_segment_bytes,
+                             start=self.wal_taken, fresh=fresh, block_interval=self.wal_block_interval)
 
     def start(self) -> None:
         self._wal = self._open_wal(fresh=True)
@@ -329,6 +383,8 @@ class SocketInputDStream(InputDStream):
         """Put the logged lines no recorded batch took back into the buffer, then receive again."""
         self._wal = self._open_wal(fresh=False)
         if self._wal is not None:
+            if self.wal_needed:  # segments of the earlier run that no kept checkpoint needs
+                self._wal.delete_before(min(self.wal_needed))
             lines = self._wal.read(self.wal_taken, self._wal.next_line)
             if lines:
                 log.info("%s: %d lines from the write-ahead log go into the next batch", self.name, len(lines))
@@ -374,26 +430,42 @@ class SocketInputDStream(InputDStream):
 
     def _receive_until_stopped(self) -> None:
         while not self._stop.is_set():
+            pending: list[str] = []  # received, not yet logged and buffered
             try:
-                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
-                    sock.settimeout(0.2)
-                    buf = b""
-                    while not self._stop.is_set():
-                        try:
-                            chunk = sock.recv(65536)
-                        except socket.timeout:
-                            continue
-                        if not chunk:
-                            break
-                        buf += chunk
-                        *lines, buf = buf.split(b"\n")
-                        if lines:
-                            self._deliver([ln.rstrip(b"\r").decode("utf-8", "replace") for ln in lines])
-                    if buf:
-                        self._deliver([buf.decode("utf-8", "replace")])
+                self._receive_connection(pending)
             except OSError as exc:
                 log.debug("socketTextStream %s:%s: %s", self.host, self.port, exc)
+            if pending:
+                self._deliver(pending)
             self._stop.wait(self.retry)
+
+    def _receive_connection(self, pending: list[str]) -> None:
+        """Receive from one connection until it closes or the stream stops. Lines gather in ``pending``
+        for the write-ahead log's block interval (on local disks: none), then are delivered together."""
+        interval = self._wal.block_interval if self._wal is not None else 0.0
+        since = 0.0  # when the oldest pending line arrived
+        with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+            buf = b""
+            while not self._stop.is_set():
+                left = since + interval - time.monotonic() if pending else 0.2
+                sock.settimeout(min(max(left, 0.001), 0.2))
+                try:
+                    chunk: bytes | None = sock.recv(65536)
+                except socket.timeout:
+                    chunk = None
+                if chunk == b"":
+                    break
+                if chunk:
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    if lines and not pending:
+                        since = time.monotonic()
+                    pending += [ln.rstrip(b"\r").decode("utf-8", "replace") for ln in lines]
+                if pending and time.monotonic() - since >= interval:
+                    self._deliver(pending)
+                    pending.clear()
+            if buf:
+                pending.append(buf.decode("utf-8", "replace"))
 
     def _compute(self, time_ms: int) -> RDD | None:
         ctx = self._ssc.sparkContext

@@ -6,19 +6,20 @@ import inspect
 import io
 import logging
 import threading
-from typing import Any, Callable, ClassVar, Iterable, Literal
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping
 
 import cloudpickle
 
 from dstream.broadcast import SharedVariableInCheckpointError, pickling_for_checkpoint
 from dstream.context import CONTEXT_ONLY_ON_DRIVER, Context
+from dstream.driver.checkpoint import checkpoint_key
 from dstream.driver.clock import Clock, SystemClock
 from dstream.driver.jobs import JobGenerator, JobScheduler
 from dstream.driver.listener import ListenerBus, StreamingListener
+from dstream.driver.storage import Location
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
 from dstream.durations import ms_to_datetime, to_ms
 from dstream.graph import DStreamGraph
-from dstream.io import url_to_fs
 from dstream.rdd import RDD, _fn_name
 from dstream.recovery import Restored, SnapshotOnlyCheckpointer, StreamCheckpointer, data_dir, read_checkpoint
 from dstream.sources import FileInputDStream, QueueInputDStream, SocketInputDStream
@@ -115,14 +116,16 @@ class StreamingContext:
         self._stopped = False
         self._error: BaseException | None = None
         self._checkpoint_dir: str | None = None
+        self._checkpoint_location: Location | None = None
         #: the checkpoint this context was rebuilt from (getOrCreate), replayed at start()
         self._restored_from = None if restored is None else restored.checkpoint
         self._scheduler = JobScheduler(self._clock, self._bus, self.report_error, self._on_batch_completed)
         self._generator = JobGenerator(self._clock, self._interval_ms, self._graph, self._scheduler,
                                        self.report_error)
         if restored is not None:
-            self._graph.attach(self)
+            # the checkpoint directory first: attaching reads the data snapshots below it, with its options
             self.checkpoint(restored.directory)
+            self._graph.attach(self)
 
     # -- properties -----------------------------------------------------------------------------------
     @property
@@ -160,6 +163,11 @@ class StreamingContext:
         return self._checkpoint_dir
 
     @property
+    def checkpoint_location(self) -> Location | None:
+        """The metadata checkpoint directory with its storage options, or None."""
+        return self._checkpoint_location
+
+    @property
     def restored_from(self) -> Any:
         """The checkpoint (``driver.checkpoint.Checkpoint``) this context was rebuilt from, or None."""
         return self._restored_from
@@ -187,19 +195,27 @@ class StreamingContext:
         """A stream of the given RDDs (or lists): one per batch, or all at once; then ``default`` or empty."""
         return QueueInputDStream(self, rdds, oneAtATime, default)
 
-    def textFileStream(self, directory: str) -> DStream:
-        """Lines of the new text files in ``directory`` (a local path or any fsspec URL).
+    def textFileStream(self, directory: str, storage_options: dict[str, Any] | None = None) -> DStream:
+        """Lines of the new text files in ``directory`` (a local path or any fsspec URL: ``s3://``, ...).
 
-        A file counts once, in the batch in which it appears; move files in atomically (rename).
+        A file counts once, in the batch in which it appears (a file replaced under the same name counts
+        again); move files in atomically (rename, or an object store's PUT). The directory is listed afresh
+        every batch; a listing that fails fails its batch, and a later batch takes the files.
+        ``storage_options`` (fsspec's, e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``) reach
+        the listing on the driver and the reads in the tasks; without them fsspec's configuration and the
+        environment apply (``AWS_*``, ``FSSPEC_S3_*``). Secrets are left out of checkpoints: a restored
+        stream takes them from the environment.
         ``memory://`` works only with the thread executor, whose tasks share the driver's memory.
         """
-        return FileInputDStream(self, directory, "textFileStream")
+        return FileInputDStream(self, directory, "textFileStream", storage_options=storage_options)
 
-    def binaryRecordsStream(self, directory: str, recordLength: int) -> DStream:
+    def binaryRecordsStream(self, directory: str, recordLength: int,
+                            storage_options: dict[str, Any] | None = None) -> DStream:
         """Fixed-length byte records of the new files in ``directory`` (as ``textFileStream``)."""
         if not isinstance(recordLength, int) or recordLength < 1:
             raise ValueError(f"recordLength must be a positive integer, got {recordLength!r}")
-        return FileInputDStream(self, directory, "binaryRecordsStream", recordLength)
+        return FileInputDStream(self, directory, "binaryRecordsStream", recordLength,
+                                storage_options=storage_options)
 
     def socketTextStream(self, hostname: str, port: int, storageLevel: Any = None) -> DStream:
         """Lines received from a TCP server at ``hostname:port``."""
@@ -230,14 +246,25 @@ class StreamingContext:
         """Keep each stream's RDDs for at least ``duration`` seconds (for ``slice`` or ad-hoc queries)."""
         self._graph.remember_ms = to_ms(duration, "duration")
 
-    def checkpoint(self, directory: str) -> None:
-        """Checkpoint to ``directory`` (an fsspec URL): metadata every batch, stateful streams' data
-        every checkpoint interval. Only the job's owner may be able to write there: restoring a
-        checkpoint unpickles (runs) the code stored in it."""
-        fs, path = url_to_fs(directory)
-        fs.makedirs(path, exist_ok=True)
-        self._checkpoint_dir = directory
-        self._ctx.setCheckpointDir(data_dir(directory))
+    def checkpoint(self, directory: str | Location, storage_options: Mapping[str, Any] | None = None) -> None:
+        """Checkpoint to ``directory`` (an fsspec URL: a local path, ``s3://bucket/prefix``, ...): metadata
+        every batch, stateful streams' data every checkpoint interval. ``storage_options`` (fsspec's, e.g.
+        ``{"endpoint_url": ..., "key": ..., "secret": ...}``) open it; without them fsspec's configuration
+        and the environment apply (``AWS_*``). Secrets in them never show in logs, errors or checkpoints.
+
+        Only the job's owner may be able to write there: restoring a checkpoint unpickles (runs) the code
+        stored in it. Set ``dstream.checkpoint.key`` (conf) or ``DSTREAM_CHECKPOINT_KEY`` to sign the
+        checkpoints, so that a restore refuses any file not written with the key."""
+        location = Location.of(directory, storage_options)
+        try:
+            location.fs.makedirs(location.path, exist_ok=True)
+        except Exception as exc:  # noqa: BLE001 - named by URL, secrets masked
+            raise location.failure("creating the checkpoint directory", exc) from None
+        self._checkpoint_location = location
+        self._checkpoint_dir = location.url
+        # data snapshots go below it, with the same storage options (a plain URL when there are none)
+        data = data_dir(location.url)
+        self._ctx.setCheckpointDir(Location(data, location.storage_options) if location.storage_options else data)
 
     def addStreamingListener(self, streamingListener: StreamingListener) -> None:
         self._bus.add(streamingListener)
@@ -258,7 +285,7 @@ class StreamingContext:
                                  f"across batches and need StreamingContext.checkpoint(directory) (or at "
                                  f"least Context.setCheckpointDir(directory) for their data snapshots)")
             if self._checkpoint_dir is not None:
-                self._generator.checkpointer = StreamCheckpointer(self, self._checkpoint_dir)
+                self._generator.checkpointer = StreamCheckpointer(self, self._checkpoint_location)
             elif stateful:
                 self._generator.checkpointer = SnapshotOnlyCheckpointer(self)
             with StreamingContext._active_lock:
@@ -331,19 +358,24 @@ class StreamingContext:
         return active if active is not None and active._state == "active" else None
 
     @classmethod
-    def getOrCreate(cls, checkpointPath: str | None, setupFunc: Callable[[], "StreamingContext"],
-                    clock: Clock | None = None) -> "StreamingContext":
+    def getOrCreate(cls, checkpointPath: str | Location | None, setupFunc: Callable[[], "StreamingContext"],
+                    clock: Clock | None = None,
+                    storage_options: Mapping[str, Any] | None = None) -> "StreamingContext":
         """Rebuild the context from the newest readable checkpoint under ``checkpointPath``; when there is
         none, call ``setupFunc()`` (which declares the streams) and checkpoint the context it returns to
-        ``checkpointPath``, as PySpark does.
+        ``checkpointPath``, as PySpark does. ``storage_options`` (fsspec's) open ``checkpointPath``.
 
         ``clock`` is the rebuilt context's clock (tests pass a ManualClock; default the system clock).
         ``start()`` on a rebuilt context recomputes the batches that were pending when the driver died
         and those that fell due while it was down, then goes on. Raises ``CheckpointError`` when a
         checkpoint exists but cannot be restored (another dstream version, or changed code).
+
+        Signed checkpoints are verified, before anything is unpickled, with the ``dstream.checkpoint.key``
+        of the active Context's conf, else ``$DSTREAM_CHECKPOINT_KEY``; a checkpoint that fails (or is
+        unsigned while a key is set) raises ``CheckpointSignatureError`` naming it.
         """
         if checkpointPath is not None:
-            restored = read_checkpoint(checkpointPath)
+            restored = read_checkpoint(checkpointPath, storage_options, key=_restore_key())
             if restored is not None:
                 cp = restored.checkpoint
                 ctx = Context.getOrCreate(cp.master or "local[*]", conf=cp.conf)
@@ -352,16 +384,30 @@ class StreamingContext:
         if not isinstance(ssc, StreamingContext):
             raise TypeError(f"setupFunc must return a StreamingContext, got {type(ssc).__name__}")
         if checkpointPath is not None:
-            ssc.checkpoint(checkpointPath)  # as PySpark does: the new context checkpoints where it was asked
+            wanted = Location.of(checkpointPath, storage_options)
+            have = ssc.checkpoint_location
+            if have is None or have.url != wanted.url or storage_options:
+                # as PySpark does: the new context checkpoints where it was asked (keeping the storage
+                # options setupFunc gave for the same URL)
+                ssc.checkpoint(wanted)
         return ssc
 
     @classmethod
-    def getActiveOrCreate(cls, checkpointPath: str | None,
-                          setupFunc: Callable[[], "StreamingContext"]) -> "StreamingContext":
+    def getActiveOrCreate(cls, checkpointPath: str | Location | None, setupFunc: Callable[[], "StreamingContext"],
+                          storage_options: Mapping[str, Any] | None = None) -> "StreamingContext":
+        """The active context, else ``getOrCreate(checkpointPath, setupFunc, storage_options=...)``."""
         active = cls.getActive()
         if active is not None:
             return active
-        return cls.getOrCreate(checkpointPath, setupFunc)
+        return cls.getOrCreate(checkpointPath, setupFunc, storage_options=storage_options)
+
+
+def _restore_key() -> bytes | None:
+    """The key a restore verifies with: the active Context's ``dstream.checkpoint.key``, else the
+    environment's (the restored Context is made from the checkpoint's conf, which never holds the key)."""
+    with Context._lock:
+        active = Context._active
+    return checkpoint_key(active.conf if active is not None and not active._stopped else None)
 
 
 def _params(func: Callable) -> list[str]:

@@ -15,7 +15,8 @@ import os
 import pickle
 import threading
 import types
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import cloudpickle
 
@@ -80,3 +81,24 @@ def dumps(obj: Any, protocol: int | None = None) -> bytes:
 def loads(data: bytes) -> Any:
     """Unpickle what ``dumps`` made (plain ``pickle.loads``; cloudpickle's reducers are importable)."""
     return pickle.loads(data)
+
+
+_checkpointing = threading.local()
+
+
+@contextmanager
+def pickling_for_checkpoint(active: bool = True) -> Iterator[None]:
+    """Mark this thread as pickling into a checkpoint (not a task): objects whose ``__reduce__`` asks
+    ``pickling_for_checkpoint_active()`` leave out what must not be stored (secrets) or refuse to be
+    stored (broadcast variables, accumulators)."""
+    outer = pickling_for_checkpoint_active()
+    _checkpointing.active = active or outer
+    try:
+        yield
+    finally:
+        _checkpointing.active = outer
+
+
+def pickling_for_checkpoint_active() -> bool:
+    """Whether this thread is pickling into a checkpoint now."""
+    return getattr(_checkpointing, "active", False)

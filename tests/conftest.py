@@ -6,6 +6,8 @@ import pytest
 from dstream import Context, ManualClock, StreamingContext
 from dstream.executors.blockstore import SharedDirBlockStore
 
+from .s3server import s3_bucket, s3_options, s3_server  # noqa: F401 - the S3 server fixtures, for every test module
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leftover_block_dirs():

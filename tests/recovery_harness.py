@@ -17,10 +17,13 @@ class WordCountDriver(RestartableDriver):
     #: the driver script; it takes INPUT_DIR OUTPUT_PREFIX CHECKPOINT_DIR and prints progress lines
     app: Path = APP
 
-    def __init__(self, root: Path, *extra: str) -> None:
+    def __init__(self, root: Path, *extra: str, data_root: str | None = None) -> None:
+        """``root``: a local directory for the driver's stderr (and the job's files unless ``data_root``, a
+        URL such as ``s3://bucket/job``, says where input, output and checkpoint live)."""
         super().__init__([], root / "stderr.log")
-        self.files = WordCountFiles(root)
-        self.checkpoint = Path(self.files.checkpoint)
+        self.files = WordCountFiles(data_root or root)
+        #: the checkpoint directory: a Path on local disk, else its URL
+        self.checkpoint: Path | str = Path(self.files.checkpoint) if data_root is None else self.files.checkpoint
         self.extra = list(extra)
 
     def start(self, timeout: float = 30, env: dict[str, str] | None = None) -> Event:

@@ -5,16 +5,21 @@ that arrived while the driver was down), and every committed batch must be writt
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import random
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Iterator
 
+import fsspec
 import pytest
 
 from dstream.driver.checkpoint import MAGIC, Checkpoint, CheckpointError, CheckpointWriter, read_latest
+from dstream.driver.retention import SNAPSHOTS
 from dstream import ManualClock, StreamingContext
 from dstream.demo.harness import pid_alive, wait_until
 from dstream.testing import advance
@@ -114,14 +119,28 @@ def _setup(ctx, checkpoint: str, out_prefix: str, clock: ManualClock):
 
 
 def _read_batch(prefix: str, t_ms: int) -> list:
-    import ast
-    d = Path(f"{prefix}-{t_ms}")
-    assert (d / "_SUCCESS").exists(), f"batch {t_ms} not committed"
-    return sorted(ast.literal_eval(line) for p in sorted(d.glob("part-*")) for line in p.read_text().splitlines())
+    fs, d = fsspec.core.url_to_fs(f"{prefix}-{t_ms}")
+    assert fs.exists(f"{d}/_SUCCESS"), f"batch {t_ms} not committed"
+    parts = sorted(p for p in fs.ls(d, detail=False) if p.rsplit("/", 1)[-1].startswith("part-"))
+    return sorted(ast.literal_eval(line) for p in parts for line in fs.cat_file(p).decode().splitlines())
 
 
-def test_getOrCreate_calls_setup_only_when_there_is_no_checkpoint(ctx, tmp_path):
-    checkpoint, prefix = str(tmp_path / "cp"), str(tmp_path / "out" / "state")
+@pytest.fixture(params=["local", "memory"])
+def storage_root(request, tmp_path) -> Iterator[str]:
+    """Where an in-process recovery test keeps its checkpoint and output: local disk, or fsspec's in-memory
+    filesystem (an object store without a directory tree; the thread executor shares the driver's memory)."""
+    if request.param == "local":
+        yield str(tmp_path)
+        return
+    root = f"memory://recovery-{uuid.uuid4().hex[:12]}"
+    yield root
+    fs, path = fsspec.core.url_to_fs(root)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def test_getOrCreate_calls_setup_only_when_there_is_no_checkpoint(ctx, storage_root):
+    checkpoint, prefix = f"{storage_root}/cp", f"{storage_root}/out/state"
     clock = ManualClock()
     calls = []
 
@@ -152,8 +171,8 @@ def test_getOrCreate_calls_setup_only_when_there_is_no_checkpoint(ctx, tmp_path)
     assert _read_batch(prefix, 4000) == [("a", 13), ("b", 6)]
 
 
-def test_getActiveOrCreate_restores_from_the_checkpoint_when_none_is_active(ctx, tmp_path):
-    checkpoint, prefix = str(tmp_path / "cp"), str(tmp_path / "out" / "state")
+def test_getActiveOrCreate_restores_from_the_checkpoint_when_none_is_active(ctx, storage_root):
+    checkpoint, prefix = f"{storage_root}/cp", f"{storage_root}/out/state"
     ssc = StreamingContext.getActiveOrCreate(checkpoint, _setup(ctx, checkpoint, prefix, ManualClock()))
     ssc.start()
     advance(ssc, 1)
@@ -243,8 +262,12 @@ def test_old_data_snapshots_are_deleted_once_no_checkpoint_refers_to_them(ctx, t
     finally:
         ssc.stop(stopSparkContext=False)
     assert seen[-1] == [("k", 30)]
-    # a snapshot every 2 batches, but only those the kept metadata checkpoints refer to stay on disk
-    assert max(len(s) for s in snapshots) <= 6, snapshots[-1]
+    # a snapshot every 2 batches, but only those the 10 kept metadata checkpoints (10 batches: 5 snapshots,
+    # plus the one before their window that the oldest still refers to, plus the one being written) stay
+    assert max(len(s) for s in snapshots) <= 7, snapshots[-1]
     assert not set(snapshots[5]) & set(snapshots[-1]), "the early snapshots must be gone"
     cp = read_latest(str(tmp_path))
     assert cp.time_ms == 30_000
+    # and every snapshot a kept checkpoint refers to is still there, so falling back to it works
+    referenced = {d.rstrip("/").rsplit("/", 1)[-1] for dirs in cp.extra[SNAPSHOTS].values() for d in dirs}
+    assert referenced == set(snapshots[-1]), (referenced, snapshots[-1])

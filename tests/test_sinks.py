@@ -9,22 +9,29 @@ from __future__ import annotations
 import ast
 import os
 import pickle
+import posixpath
+import re
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dstream import StreamingContext
+from dstream import ManualClock, StreamingContext
 from dstream import sinks
+from dstream.driver.commit import MARKER, ManifestCommitter, ManifestError, committed_parts, read_manifest
+from dstream.driver.storage import Location
 from dstream.sinks import Sink, WriteJob, batch_path, get_sink, register_sink
 from dstream.sinks.files import ParquetSink, TextSink
 from dstream.sinks.foreach_batch import ForeachBatchSink
 from dstream.testing import advance
+
 
 
 def _read_text_dir(path) -> list[str]:
@@ -286,6 +293,187 @@ class TestParquetSink(SinkSuite):
             assert table.schema.field("value").type == pa.float64()
             rows += zip(table["key"].to_pylist(), table["value"].to_pylist())
         return rows
+
+
+def _committed_bytes(target, storage_options=None) -> list[bytes]:
+    """The committed parts of a batch, read through its manifest (sizes checked)."""
+    return [p.fs.cat_file(p.path) for p in committed_parts(target, storage_options)]
+
+
+def _committed_lines(target, storage_options=None) -> list[str]:
+    return [line for data in _committed_bytes(target, storage_options) for line in data.decode().splitlines()]
+
+
+def _committed_rows(target, storage_options=None) -> list[tuple]:
+    rows = []
+    for data in _committed_bytes(target, storage_options):
+        table = pq.read_table(pa.BufferReader(data))
+        assert table.schema.field("value").type == pa.float64()
+        rows += zip(table["key"].to_pylist(), table["value"].to_pylist())
+    return rows
+
+
+class TestTextSinkOnS3(SinkSuite):
+    """The text sink on a real S3 server: parts written once by the executors (threads and processes) under
+    unique names, the batch published by its ``_SUCCESS`` manifest."""
+
+    @pytest.fixture
+    def sink(self):
+        return get_sink("text")()
+
+    @pytest.fixture
+    def target(self, s3_bucket, s3_options):
+        return Location(f"{s3_bucket}/out-1000", s3_options)
+
+    def read_back(self, sink, target):
+        return _committed_lines(target)
+
+
+class TestParquetSinkOnS3(SinkSuite):
+    records = TestParquetSink.records
+
+    @pytest.fixture
+    def sink(self):
+        return get_sink("parquet")()
+
+    @pytest.fixture
+    def target(self, s3_bucket, s3_options):
+        return Location(f"{s3_bucket}/out-1000.parquet", s3_options)
+
+    def read_back(self, sink, target):
+        return _committed_rows(target)
+
+
+class TestTextSinkWithManifestOnLocalDisk(SinkSuite):
+    """The object-store protocol on local disk (a sink given its committer), without a server."""
+
+    @pytest.fixture
+    def sink(self):
+        return TextSink(committer=ManifestCommitter())
+
+    @pytest.fixture
+    def target(self, tmp_path):
+        return str(tmp_path / "out-1000")
+
+    def read_back(self, sink, target):
+        return _committed_lines(target)
+
+
+def _listed(where: Location) -> list[str]:
+    return sorted(posixpath.basename(e["name"]) for e in where.list())
+
+
+def test_s3_crash_between_task_writes_and_commit(pctx, s3_bucket, s3_options):
+    """Executor processes wrote the parts, the driver died before the commit: nothing is readable as a
+    complete batch; the replay publishes exactly one copy, without the dead attempt's parts."""
+    sink = get_sink("text")()
+    target = Location(f"{s3_bucket}/out-1000", s3_options)
+    dead = sink.setup(target, "skip")
+    sink.write(pctx.parallelize(["a", "b", "c"], 3), dead)  # the driver dies here
+    assert len(_listed(target)) == 3 and all(dead.attempt in name for name in _listed(target))
+    assert not sink.is_committed(target)
+    with pytest.raises(ManifestError, match=re.escape(f"{target.url}: not committed")):
+        committed_parts(target)
+    assert sink.save(pctx.parallelize(["a", "b", "c"], 3), target, "skip") is True  # the replay
+    manifest = read_manifest(target)
+    assert len(manifest.parts) == 3 and manifest.attempt != dead.attempt
+    assert not any(dead.attempt in p.name for p in manifest.parts)
+    assert _listed(target) == sorted([MARKER] + [p.name for p in manifest.parts])  # the dead parts are gone
+    assert sorted(_committed_lines(target)) == ["a", "b", "c"]
+    assert sink.save(pctx.parallelize(["again"], 1), target, "skip") is False  # published: not written again
+    assert read_manifest(target) == manifest
+
+
+def test_a_dead_attempts_parts_are_never_in_the_manifest(ctx, s3_bucket, s3_options):
+    """A task of a dead attempt still writing after the next attempt's setup: its part is not published,
+    and the commit deletes it."""
+    sink = get_sink("text")()
+    target = Location(f"{s3_bucket}/out-2000", s3_options)
+    live = sink.setup(target, "skip")
+    zombie = WriteJob(target)
+    sink.write(ctx.parallelize(["zombie"], 1), zombie)
+    sink.commit(live, sink.write(ctx.parallelize(["live"], 1), live))
+    manifest = read_manifest(target)
+    assert [p.name.split("-")[2] for p in manifest.parts] == [live.attempt]
+    assert _committed_lines(target) == ["live"]
+    assert not any(zombie.attempt in name for name in _listed(target))
+
+
+def test_save_as_files_to_s3_from_executor_processes(pctx, clock, s3_bucket, s3_options):
+    s = StreamingContext(pctx, 1.0, clock=clock)
+    try:
+        s.queueStream([["a", "b"], ["c"]]).saveAsTextFiles(f"{s3_bucket}/out", "txt", storage_options=s3_options)
+        s.queueStream([[("k", 1.5), ("m", 2.0)]]).saveAsParquetFiles(f"{s3_bucket}/pq", storage_options=s3_options)
+        s.start()
+        advance(s, 2)
+    finally:
+        s.stop(stopSparkContext=False)
+    assert _committed_lines(f"{s3_bucket}/out-1000.txt", s3_options) == ["a", "b"]
+    assert _committed_lines(f"{s3_bucket}/out-2000.txt", s3_options) == ["c"]
+    assert sorted(_committed_rows(f"{s3_bucket}/pq-1000.parquet", s3_options)) == [("k", 1.5), ("m", 2.0)]
+    assert _committed_rows(f"{s3_bucket}/pq-2000.parquet", s3_options) == []
+
+
+def test_s3_credentials_from_the_environment(ctx, s3_bucket):
+    """No storage options: s3fs finds the endpoint and keys in AWS_* (set by the server fixture)."""
+    ctx.parallelize(["env"], 1).saveAsTextFile(f"{s3_bucket}/env")
+    assert _committed_lines(f"{s3_bucket}/env") == ["env"]
+
+
+SECRET = "s3cr3t-never-shown-7f3a"
+
+
+def test_s3_storage_options_without_aws_environment_never_show_the_secret(ctx, s3_server, s3_bucket,
+                                                                         monkeypatch):
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    options = {"endpoint_url": s3_server.endpoint, "key": "testing", "secret": SECRET}
+    ctx.parallelize(["x", "y"], 2).saveAsTextFile(f"{s3_bucket}/rdd", storage_options=options)
+    ctx.parallelize([("k", 1.5)], 1).saveAsParquetFile(f"{s3_bucket}/rdd.parquet", storage_options=options)
+    assert sorted(_committed_lines(f"{s3_bucket}/rdd", options)) == ["x", "y"]
+    assert _committed_rows(f"{s3_bucket}/rdd.parquet", options) == [("k", 1.5)]
+    with pytest.raises(FileExistsError, match="already exists") as exists:
+        ctx.parallelize(["x"], 1).saveAsTextFile(f"{s3_bucket}/rdd", storage_options=options)
+    with pytest.raises(Exception) as missing:  # noqa: PT011 - whatever S3 answers for a missing bucket
+        ctx.parallelize(["x"], 1).saveAsTextFile("s3://no-such-bucket-dstream/out", storage_options=options)
+    assert "s3://no-such-bucket-dstream/out" in str(missing.value)  # the failure names the URL
+    for err in (exists, missing):
+        text = "".join(traceback.format_exception(err.value)) + repr(err.value)
+        assert SECRET not in text
+    where = Location(f"{s3_bucket}/rdd", options)
+    job = get_sink("text")().setup(Location(f"{s3_bucket}/other", options), "skip")
+    for shown in (repr(where), str(where), repr(job), repr(get_sink("text")())):
+        assert SECRET not in shown
+    assert "***" in repr(where) and "***" in repr(job)
+
+
+def test_sink_storage_options_keep_their_secrets_out_of_checkpoints(ctx, tmp_path):
+    """saveAsTextFiles' options travel to the tasks, but a metadata checkpoint stores them without secrets."""
+    options = {"secret": SECRET}
+    ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+    ssc.checkpoint(str(tmp_path / "cp"))
+    ssc.queueStream([["a", "b"]]).saveAsTextFiles("memory://dstream-secret-test/out", storage_options=options)
+    ssc.start()
+    try:
+        advance(ssc)
+    finally:
+        ssc.stop(stopSparkContext=False)
+    try:
+        assert _committed_lines("memory://dstream-secret-test/out-1000", options) == ["a", "b"]
+        files = list((tmp_path / "cp").glob("checkpoint-*"))
+        assert files and all(b"memory://dstream-secret-test/out" in f.read_bytes() for f in files)
+        assert not any(SECRET.encode() in f.read_bytes() for f in files)
+    finally:
+        fsspec.filesystem("memory").rm("/dstream-secret-test", recursive=True)
+
+
+def test_local_batches_carry_a_manifest_too(ctx, tmp_path):
+    out = tmp_path / "rdd"
+    ctx.parallelize(["x", "y", "z"], 3).saveAsTextFile(str(out))
+    manifest = read_manifest(Location(str(out)))
+    assert [p.name for p in manifest.parts] == ["part-00000", "part-00001", "part-00002"]
+    assert [p.size for p in manifest.parts] == [2, 2, 2]
+    assert [p.path for p in committed_parts(str(out))] == _part_files(str(out))
 
 
 class _BatchesByTime:

@@ -1,12 +1,14 @@
 """socketTextStream's write-ahead log: with checkpointing, every received line is logged (flushed and
 fsynced) under ``<checkpoint>/wal/<stream id>/`` before a batch counts it; a batch replayed after a
 restart takes exactly the lines it took before; lines received but in no recorded batch go into the
-first batches after the restart; segments no remembered batch needs are deleted.
+first batches after the restart; segments no remembered batch needs are deleted. On S3 (the real server
+of tests/s3server.py) the segments are immutable objects, one per block interval, written in one put.
 """
 from __future__ import annotations
 
 import collections
 import os
+import posixpath
 import socket
 import threading
 from pathlib import Path
@@ -19,6 +21,8 @@ from dstream.driver.checkpoint import read_latest
 from dstream import ManualClock, StreamingContext
 from dstream.demo.harness import RestartableDriver, committed_batches, read_counts, read_lines, wait_until
 from dstream.testing import advance, collect_timed
+from dstream.driver.storage import Location
+
 
 
 APP = Path(__file__).parent / "apps" / "socket_app.py"
@@ -246,3 +250,101 @@ def test_killed_driver_counts_every_socket_line_exactly_once(server, tmp_path):
         assert "Traceback" not in app.stderr(), app.stderr()
     finally:
         app.close()
+
+
+# -- on object stores: immutable segment objects ---------------------------------------------------------
+
+def segment_objects(wal: Location) -> dict[str, bytes]:
+    """Every segment object of a write-ahead log directory (listed afresh): name -> its bytes."""
+    out = {}
+    for e in wal.list():
+        try:
+            out[posixpath.basename(e["name"])] = wal.fs.cat_file(e["name"])
+        except FileNotFoundError:
+            continue  # deleted by the clean-up between the listing and the read
+    return out
+
+
+def test_s3_log_is_immutable_objects_replayed_after_a_restart_and_deleted(ssc, clock, server, s3_bucket,
+                                                                          monkeypatch):
+    checkpoint = f"{s3_bucket}/cp"
+    wal = Location(checkpoint).join("wal", "input-0")
+    ssc.checkpoint(checkpoint)
+    streams = [ssc.socketTextStream("127.0.0.1", server.port)]
+    streams[0].foreachRDD(_record)
+    REPLAYED.clear()
+    puts = []  # at each put: (object name, its bytes, lines buffered, whether the object reads back whole)
+    real_put = dstream.wal.ObjectWriter.put
+
+    def put(self, path: str, data: bytes) -> None:
+        real_put(self, path, data)
+        puts.append((posixpath.basename(path), data, streams[-1].buffered(), self.wal.fs.cat_file(path) == data))
+
+    monkeypatch.setattr(dstream.wal.ObjectWriter, "put", put)
+    ssc.start()
+    server.wait_connections(1)
+    server.send(["a", "b"])
+    wait_until(lambda: streams[0].buffered() == 2, 5, "a, b")
+    # one object for the block interval's lines, durable before a batch may count them
+    assert puts == [("segment-000000000000", b"a\nb\n", 0, True)]
+    advance(ssc)
+    server.send(["c", "d"])
+    wait_until(lambda: streams[0].buffered() == 2, 5, "c, d")
+    ssc.stop(stopSparkContext=False)  # c and d are logged, but no batch took them
+    assert puts[1] == ("segment-000000000002", b"c\nd\n", 0, True)
+    assert REPLAYED == [(1000, ["a", "b"])]
+
+    restored = StreamingContext.getOrCreate(checkpoint, lambda: pytest.fail("must restore"),
+                                            clock=ManualClock(clock.now()))
+    try:
+        restored.start()
+        server.wait_connections(2)
+        streams.append(restored._graph.inputs[0])
+        server.send(["e"])
+        wait_until(lambda: streams[1].buffered() == 3, 5, "c, d back from the log, and e")
+        assert streams[1]._get_or_compute(1000).collect() == ["a", "b"]
+        advance(restored)
+        assert REPLAYED[1:] == [(2000, ["c", "d", "e"])]
+        streams[1].wal_keep = 1  # from now on only the newest cleanup's needs count
+        server.send(["f"])
+        wait_until(lambda: streams[1].buffered() == 1, 5, "f")
+        advance(restored)
+        # batch 3000 needs line 5 on: the objects of lines 0 to 4 are deleted
+        wait_until(lambda: list(segment_objects(wal)) == ["segment-000000000005"], 10, "old segments deleted")
+    finally:
+        restored.stop(stopSparkContext=False)
+    names = [name for name, *_ in puts]
+    assert names == ["segment-000000000000", "segment-000000000002", "segment-000000000004",
+                     "segment-000000000005"]  # each written once, never rewritten
+    assert segment_objects(wal) == {"segment-000000000005": b"f\n"}
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_restart_deletes_segments_no_kept_checkpoint_needs(storage, ctx, server, tmp_path, request):
+    checkpoint = str(tmp_path / "cp") if storage == "local" else request.getfixturevalue("s3_bucket") + "/cp"
+    wal = Location(checkpoint).join("wal", "input-0")
+    ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+    ssc.checkpoint(checkpoint)
+    stream = ssc.socketTextStream("127.0.0.1", server.port)
+    stream.wal_segment_lines, stream.wal_keep = 2, 1
+    stream.foreachRDD(_record)
+    ssc.start()
+    try:
+        server.wait_connections(1)
+        for lines in (["a", "b"], ["c", "d"], ["e"]):
+            server.send(lines)
+            wait_until(lambda: stream.buffered() == len(lines), 5, f"{lines}")
+            advance(ssc)
+        wait_until(lambda: list(segment_objects(wal)) == ["segment-000000000004"], 10, "the segment of batch 3000")
+    finally:
+        ssc.stop(stopSparkContext=False)
+    # a driver killed before its cleanup leaves segments its checkpoint no longer needs
+    for name, data in (("segment-000000000000", b"a\nb\n"), ("segment-000000000002", b"c\nd\n")):
+        wal.fs.pipe_file(wal.join(name).path, data)
+    restored = StreamingContext.getOrCreate(checkpoint, lambda: pytest.fail("must restore"),
+                                            clock=ManualClock(3.0))
+    try:
+        restored.start()
+        assert segment_objects(wal) == {"segment-000000000004": b"e\n"}
+    finally:
+        restored.stop(stopSparkContext=False)

@@ -10,6 +10,9 @@ three steps that ``Sink.save`` runs in order:
 3. ``commit(job, results)`` on the driver: one atomic step publishes the whole batch.
 
 A crash anywhere before step 3 leaves the target uncommitted, so the replayed batch writes it again, once.
+The file sinks' commit is a ``Committer`` chosen by the filesystem (``dstream.driver.commit``): renames on
+local disk; on object stores, which have no atomic rename, parts written once under unique names and
+published by one PUT of the ``_SUCCESS`` manifest.
 
 Implementations register by name as ``"module:Class"`` and are imported on first use, as executor
 backends are (``get_backend``): ``text`` and ``parquet`` (``dstream.sinks.files``), ``foreachBatch``
@@ -22,18 +25,24 @@ import functools
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from dstream.executors.plugins import LazyRegistry
 
 if TYPE_CHECKING:
+    from dstream.driver.storage import Location
     from dstream.executors.base import TaskContext
     from dstream.rdd import RDD
 
-__all__ = ["Sink", "WriteJob", "IfExists", "SUCCESS", "batch_path", "get_sink", "register_sink"]
+__all__ = ["Sink", "WriteJob", "IfExists", "SUCCESS", "Target", "batch_path", "get_sink", "register_sink"]
 
-#: the marker a file sink writes last: a directory holding it is committed
+#: the object a file sink writes last: a directory holding it is committed (it holds the JSON manifest of
+#: the batch's parts, ``dstream.driver.commit``)
 SUCCESS = "_SUCCESS"
+
+#: where a sink publishes a batch: a URL, a ``Location`` (a URL with fsspec storage options, which travel to
+#: the tasks), or a batch id for sinks that are not files
+Target = Union[str, "Location"]
 
 #: what ``Sink.save`` does with a target that is already committed: raise FileExistsError, or skip it
 IfExists = Literal["error", "skip"]
@@ -44,7 +53,7 @@ class WriteJob:
     """One attempt at writing one target; it travels to the tasks with ``write_partition``."""
 
     #: where (or under which id) the batch is published
-    target: str
+    target: Target
     #: unique per attempt, so the tasks of an attempt that died never mix with a later one's
     attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -62,7 +71,7 @@ class Sink(ABC):
     #: how error messages call a target
     target_kind: ClassVar[str] = "output"
 
-    def save(self, rdd: "RDD", target: str, if_exists: IfExists = "error") -> bool:
+    def save(self, rdd: "RDD", target: Target, if_exists: IfExists = "error") -> bool:
         """Write ``rdd`` to ``target`` and commit it; False when it was already committed and skipped."""
         if self.is_committed(target):
             if if_exists == "skip":
@@ -74,10 +83,10 @@ class Sink(ABC):
         return True
 
     @abstractmethod
-    def is_committed(self, target: str) -> bool:
+    def is_committed(self, target: Target) -> bool:
         """Whether ``target`` holds a committed batch."""
 
-    def setup(self, target: str, if_exists: IfExists) -> WriteJob:
+    def setup(self, target: Target, if_exists: IfExists) -> WriteJob:
         """Driver, before any task: prepare an uncommitted ``target`` (e.g. clear an earlier attempt)."""
         return WriteJob(target)
 

@@ -1,81 +1,94 @@
-"""File sinks (io layer): a committer shared by every file format, and the text and Parquet formats.
+"""File sinks (io layer): one committer protocol for every file format, and the text and Parquet formats.
 
-Each task writes its partition as ``part-NNNNN[.ext]`` under ``<target>/_temporary/<attempt>``; the driver
-then moves the parts into ``<target>`` and writes ``_SUCCESS`` last. A directory with ``_SUCCESS`` is
-committed (readers skip ``_temporary`` and the marker, as Hadoop's do). Any other existing directory is
-refused (``if_exists="error"``, as Hadoop's FileOutputFormat) or removed as the leftovers of an attempt that
-never committed (``"skip"``). Targets are fsspec URLs.
+A batch is a directory of part files (``part-NNNNN[.ext]``) published by ``_SUCCESS``, which holds a JSON
+manifest of the parts and their sizes (``dstream.driver.commit``). How parts get there is the job of a
+``Committer`` chosen by the target's filesystem (or given to the sink):
+
+- local disk (``RenameCommitter``): tasks write under ``<target>/_temporary/<attempt>``, the driver renames
+  the parts into place and writes ``_SUCCESS`` last, as Hadoop's FileOutputCommitter does;
+- object stores such as S3 (``ManifestCommitter``), which have no atomic rename: each task writes its part
+  once under a final name unique to the attempt (``part-NNNNN-<attempt>-<task>[.ext]``), and the driver
+  publishes the batch with one PUT of ``_SUCCESS``. Read a batch with ``committed_parts(target)``: exactly
+  the parts of the committed attempt, sizes checked.
+
+A directory with ``_SUCCESS`` is committed and never written again. Any other existing directory is
+refused (``if_exists="error"``, as Hadoop's FileOutputFormat) or removed as the leftovers of attempts that
+never committed (``"skip"``). Targets are fsspec URLs, or ``Location``s carrying storage options (which
+travel to the executors with the tasks).
 """
 from __future__ import annotations
 
-import posixpath
 from abc import abstractmethod
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dstream.driver.commit import Committer, ManifestError, Part, committed_parts, committer_for
+from dstream.driver.storage import Location
 from dstream.executors.base import TaskContext
-from dstream.io import join, url_to_fs
 from dstream.rdd import RDD
 from dstream.records import Partition, as_rows, as_table
-from dstream.sinks import SUCCESS, IfExists, Sink, WriteJob
+from dstream.sinks import IfExists, Sink, Target, WriteJob
 
-__all__ = ["FileSink", "TextSink", "ParquetSink"]
-
-_TEMPORARY = "_temporary"
+__all__ = ["FileSink", "TextSink", "ParquetSink", "committed_parts", "ManifestError"]
 
 
 class FileSink(Sink):
-    """The file committer; a subclass only says how one partition becomes one file (``encode``)."""
+    """The file committer; a subclass only says how one partition becomes one file (``encode``).
+
+    ``committer`` fixes the commit protocol; by default it is chosen per target by its filesystem
+    (``committer_for``: rename on local disk, a manifest on object stores).
+    """
 
     target_kind: ClassVar[str] = "output directory"
     #: appended to each part file's name
     extension: ClassVar[str] = ""
 
+    def __init__(self, committer: Committer | None = None) -> None:
+        self.committer = committer
+
     @abstractmethod
     def encode(self, part: Partition) -> bytes | pa.Buffer | None:
         """The bytes of one partition's file; None writes no file for it."""
 
-    def is_committed(self, target: str) -> bool:
-        fs, path = url_to_fs(target)
-        return fs.exists(posixpath.join(path, SUCCESS))
+    def _committer(self, where: Location) -> Committer:
+        return self.committer if self.committer is not None else committer_for(where)
 
-    def setup(self, target: str, if_exists: IfExists) -> WriteJob:
-        fs, path = url_to_fs(target)
-        if fs.exists(path):
+    def is_committed(self, target: Target) -> bool:
+        where = Location.of(target)
+        return self._committer(where).is_committed(where)
+
+    def setup(self, target: Target, if_exists: IfExists) -> WriteJob:
+        where = Location.of(target)
+        try:
+            fs, path = where.fs, where.path
+            fs.invalidate_cache(path)  # a cached listing would hide an earlier attempt's objects
+            exists = fs.exists(path)
+        except Exception as exc:  # noqa: BLE001 - any failure, named (never with a secret)
+            raise where.failure("checking", exc) from None
+        if exists:
             if if_exists == "error":  # as Hadoop's FileOutputFormat: even an empty directory is refused
-                raise FileExistsError(f"{self.target_kind} {target} already exists")
-            fs.rm(path, recursive=True)  # leftovers of an attempt that never committed
+                raise FileExistsError(f"{self.target_kind} {where} already exists")
+            self._committer(where).abort(where)  # leftovers of attempts that never committed
         return WriteJob(target)
 
-    def write_partition(self, job: WriteJob, rdd: RDD, split: int, tc: TaskContext) -> str | None:
-        """Write the part file under the attempt's temporary directory; its name, or None if none."""
+    def write_partition(self, job: WriteJob, rdd: RDD, split: int, tc: TaskContext) -> Part | None:
+        """Write the part file where readers do not trust it yet; its ``Part``, or None if none."""
         data = self.encode(rdd._iterator(split, tc))
         if data is None:
             return None
-        fs, tmp = url_to_fs(self._attempt_dir(job))
-        fs.makedirs(tmp, exist_ok=True)
-        name = f"part-{split:05d}{self.extension}"
-        with fs.open(posixpath.join(tmp, name), "wb") as f:
-            f.write(data)
-        return name
+        where = Location.of(job.target)
+        return self._committer(where).write_part(where, job.attempt, f"part-{split:05d}", self.extension, data)
 
     def commit(self, job: WriteJob, results: list[Any]) -> None:
-        """Move the parts into place, drop ``_temporary``, then write ``_SUCCESS``."""
-        fs, path = url_to_fs(job.target)
-        _, tmp = url_to_fs(self._attempt_dir(job))
-        fs.makedirs(path, exist_ok=True)
-        for name in results:
-            if name is not None:
-                fs.mv(posixpath.join(tmp, name), posixpath.join(path, name))
-        if fs.exists(posixpath.join(path, _TEMPORARY)):
-            fs.rm(posixpath.join(path, _TEMPORARY), recursive=True)
-        fs.pipe_file(posixpath.join(path, SUCCESS), b"")
+        """Publish the parts: ``_SUCCESS`` with their manifest is written last."""
+        where = Location.of(job.target)
+        self._committer(where).commit(where, job.attempt, [p for p in results if p is not None])
 
-    @staticmethod
-    def _attempt_dir(job: WriteJob) -> str:
-        return join(job.target, _TEMPORARY, job.attempt)
+    def __repr__(self) -> str:
+        committer = f"committer={self.committer!r}" if self.committer is not None else ""
+        return f"{type(self).__name__}({committer})"
 
 
 class TextSink(FileSink):
