@@ -2,9 +2,11 @@
 
 A job keeps its newest metadata checkpoints; each refers to the data snapshot directories
 (``<checkpoint>/data/rdd-*``) its DStream graph needs. ``SnapshotJanitor`` deletes a snapshot directory
-this process knows as soon as none of the kept checkpoints (the newest ``keep`` checkpoint times; each batch
+this process knows as soon as neither a kept checkpoint (the newest ``keep`` checkpoint times; each batch
 writes its checkpoint twice, when generated and when completed, and the second write replaces the first)
-refers to it, so falling back to an older kept checkpoint always finds its snapshots. A driver killed at the wrong moment also
+nor one of the newest ``keep`` checkpoint writes (the running graph's among them) refers to it: falling back
+to an older kept checkpoint finds its snapshots, and so does a graph replaying batches older than the kept
+checkpoints after a restart. A driver killed at the wrong moment also
 leaves things no checkpoint refers to (a snapshot written after the last checkpoint, the temporary file
 ``.checkpoint-*.tmp`` of a checkpoint write); a later process does not know them, so on start and every
 ``sweep_every`` checkpoints the janitor lists the directory and deletes each such orphan that no kept
@@ -23,6 +25,7 @@ import logging
 import posixpath
 import re
 import threading
+from collections import deque
 from typing import Any, Iterable, Mapping
 
 from dstream.driver.storage import Location
@@ -82,6 +85,9 @@ class SnapshotJanitor:
         #: snapshot directories each kept checkpoint time refers to (its newest write)
         self._by_time: dict[int, set[str]] = {int(t): set(dirs) for t, dirs in (history or {}).items()}
         self._trim()
+        #: what the newest ``keep`` checkpoint writes refer to, the live graph's last: a replayed batch's
+        #: checkpoint may be older than every kept one (and pruned at once), yet its graph runs on
+        self._recent: deque[set[str]] = deque(maxlen=keep)
         #: every directory referred to by a checkpoint this janitor saw and did not delete yet
         self._known: set[str] = set().union(*self._by_time.values())
         #: snapshot directories (names) there at ``start``, not known to be referenced: orphan candidates
@@ -116,15 +122,16 @@ class SnapshotJanitor:
 
     def collect(self, referenced: set[str], time_ms: int | None = None) -> None:
         """The checkpoint of ``time_ms`` (by default: a new one) was written and refers to ``referenced``:
-        delete the known directories no kept checkpoint refers to; start a sweep when due."""
+        delete the known directories no kept checkpoint and no recent write refers to; start a sweep when due."""
         with self._lock:
             if time_ms is None:
                 time_ms = max(self._by_time, default=0) + 1
             new_time = time_ms not in self._by_time
             self._by_time[time_ms] = set(referenced)
             self._trim()
+            self._recent.append(set(referenced))
             self._known |= referenced
-            alive = set().union(*self._by_time.values())
+            alive = set().union(*self._by_time.values(), *self._recent)
             dead = self._known - alive
             self._known &= alive
             if new_time:
@@ -185,7 +192,7 @@ class SnapshotJanitor:
         with self._lock:
             known_times = set(self._by_time)
             alive = {posixpath.basename(d.rstrip("/"))
-                     for d in set().union(*self._by_time.values(), self._known)}
+                     for d in set().union(*self._by_time.values(), *self._recent, self._known)}
             candidates = self._candidates - alive
         deleted: list[str] = []
         fs = self.checkpoint.fs

@@ -169,13 +169,19 @@ class Context:
 
     # -- public API ---------------------------------------------------------------------------------
     @classmethod
+    def active(cls) -> "Context | None":
+        """The active Context (created and not stopped), or None."""
+        with cls._lock:
+            active = cls._active
+        return active if active is not None and not active._stopped else None
+
+    @classmethod
     def getOrCreate(cls, master: Any = None, conf: SparkConf | Mapping[str, Any] | None = None) -> "Context":
         """The active Context, or a new one (``Context.getOrCreate(conf)``, as PySpark's, works too)."""
         if isinstance(master, (SparkConf, Mapping)) and conf is None:
             master, conf = None, master
-        with cls._lock:
-            active = cls._active
-        if active is not None and not active._stopped:
+        active = cls.active()
+        if active is not None:
             return active
         return cls(master, conf=conf)
 

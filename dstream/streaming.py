@@ -405,9 +405,8 @@ class StreamingContext:
 def _restore_key() -> bytes | None:
     """The key a restore verifies with: the active Context's ``dstream.checkpoint.key``, else the
     environment's (the restored Context is made from the checkpoint's conf, which never holds the key)."""
-    with Context._lock:
-        active = Context._active
-    return checkpoint_key(active.conf if active is not None and not active._stopped else None)
+    active = Context.active()
+    return checkpoint_key(active.conf if active is not None else None)
 
 
 def _params(func: Callable) -> list[str]:

@@ -46,5 +46,11 @@ class WordCountDriver(RestartableDriver):
 
     def wait_caught_up(self, timeout: float = 40) -> bool:
         truth = self.files.truth
-        return wait_until(lambda: dict(self.latest_counts()) == dict(truth), timeout,
-                          f"the output to reach the true counts {dict(truth)}")
+        try:
+            return wait_until(lambda: dict(self.latest_counts()) == dict(truth), timeout,
+                              f"the output to reach the true counts {dict(truth)}")
+        except TimeoutError as exc:
+            batches = self.files.committed()
+            raise TimeoutError(f"{exc}; the newest of {len(batches)} committed batches "
+                               f"({max(batches, default=None)}) has {dict(self.latest_counts())}; "
+                               f"driver stderr:\n{self.stderr()[-3000:]}") from None

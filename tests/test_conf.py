@@ -157,3 +157,17 @@ def test_stream_shuffles_default_to_spark_default_parallelism():
         out = run_stream(c, [[("a", 1), ("b", 2), ("a", 3)]],
                          lambda s: s.reduceByKey(operator.add).glom().map(lambda part: 1).reduce(operator.add))
         assert out == [[6]]  # six partitions
+
+
+def test_active_and_getOrCreate_return_the_running_context_only():
+    own = Context("threads[1]")
+    try:
+        assert Context.active() is own and Context.getOrCreate() is own
+    finally:
+        own.stop()
+    assert Context.active() is None or Context.active() is not own
+    fresh = Context.getOrCreate("threads[1]")
+    try:
+        assert fresh is not own and Context.active() is fresh
+    finally:
+        fresh.stop()

@@ -119,3 +119,20 @@ def test_a_sweep_keeps_what_a_kept_checkpoint_refers_to(tmp_path):
         os.utime(p, (time.time() - 3600, time.time() - 3600))
     assert janitor.sweep() == [] and "rdd-3-cccccccc" in _names(cp.join("data"))
     assert janitor.references(3000, set()) == {1000: [], 2000: sorted(referenced), 3000: []}
+
+
+def test_replayed_batches_older_than_every_kept_checkpoint_keep_their_snapshots(tmp_path):
+    """After a restart, the kept checkpoints can be newer than the batches being replayed (batches the
+    killed driver generated but never completed). A replayed batch's checkpoint is then older than all of
+    them, yet the snapshots its graph refers to are in use and must stay until newer writes stop
+    referring to them."""
+    kept = {t: set() for t in range(11_000, 21_000, 1000)}  # the killed driver's newest 10, no snapshots
+    janitor = SnapshotJanitor(10, history=kept)
+    live = str(tmp_path / "data" / "rdd-7-dddddddd")
+    _put(Location(live).join("part-00000.arrow"))
+    janitor.collect({live}, 5000)  # replaying batch 5000: its state is snapshotted in rdd-7
+    janitor.collect({live}, 5500)
+    assert os.path.exists(live), "a snapshot the running graph refers to was deleted"
+    for t in range(6000, 11_000, 500):  # ten more writes that no longer refer to it
+        janitor.collect(set(), t)
+    assert not os.path.exists(live), "a snapshot nothing refers to any more must go"
