@@ -1,9 +1,11 @@
 """The DAG scheduler: cut an RDD's lineage into stages at shuffle boundaries and run them as tasks.
 
 The driver knows datasets only through this small protocol: ``id``, ``num_partitions``,
-``dependencies`` (a list of NarrowDependency / ShuffleDependency) and optionally ``is_available()``
+``dependencies`` (a list of NarrowDependency / ShuffleDependency), optionally ``is_available()``
 (True when every partition is already materialised, e.g. cached or checkpointed, so its parents need not
-run). Operator semantics live in ``dstream``; the scheduler only orders and runs tasks.
+run) and ``_blocks_read(split, exists)`` (the blocks a task computing ``split`` may read, declared to
+executors whose workers share nothing). Operator semantics live in ``dstream``; the scheduler only orders
+and runs tasks.
 """
 from __future__ import annotations
 
@@ -141,14 +143,22 @@ class DAGScheduler:
         self.run_stages(self.missing_shuffles([rdd]))
         parts = range(rdd.num_partitions) if partitions is None else partitions
         stage = f"stage {next(self._stage_ids)} ({description})"
-        tasks = [Task(functools.partial(_timed, functools.partial(func, i)), i, f"{stage} partition {i}")
-                 for i in parts]
+        tasks = [self._task(functools.partial(func, i), rdd, i, f"{stage} partition {i}") for i in parts]
         if local_ok and tasks and self._reads_only_small_shuffles(rdd):
             self.local_result_stages += 1
             outputs = [execute_task(t, self.executor.store) for t in tasks]
             self._apply_accumulator_updates(outputs)
             return [o.value for o in outputs]
         return self._run(stage, tasks)
+
+    def _task(self, fn: Callable[[TaskContext], Any], rdd: Dataset, split: int, description: str) -> Task:
+        """The task computing partition ``split`` of ``rdd`` with ``fn``; where the executor's workers share
+        nothing, it declares the blocks it may read (the dataset's optional ``_blocks_read``)."""
+        reads: tuple[str, ...] = ()
+        blocks_read = getattr(rdd, "_blocks_read", None)
+        if self.executor.needs_declared_reads and blocks_read is not None:
+            reads = tuple(dict.fromkeys(blocks_read(split, self.executor.store.contains)))
+        return Task(functools.partial(_timed, fn), split, description, reads)
 
     def _reads_only_small_shuffles(self, rdd: Dataset) -> bool:
         """True when every input of ``rdd``'s final stage is a written shuffle, and all are small."""
@@ -179,7 +189,7 @@ class DAGScheduler:
         tasks, spans = [], []
         for rdd, func in jobs:
             first = len(tasks)
-            tasks += [Task(functools.partial(_timed, functools.partial(func, i)), i, f"{stage} partition {i}")
+            tasks += [self._task(functools.partial(func, i), rdd, i, f"{stage} partition {i}")
                       for i in range(rdd.num_partitions)]
             spans.append((first, len(tasks)))
         results = self._run(stage, tasks)
@@ -222,7 +232,7 @@ class DAGScheduler:
     def run_stages(self, waves: list[list[ShuffleDependency]]) -> None:
         for wave in waves:
             stage = f"stage {next(self._stage_ids)} (shuffle {','.join(str(d.shuffle_id) for d in wave)})"
-            tasks = [Task(functools.partial(_timed, dep.map_task(m)), m, f"{stage} map {m}")
+            tasks = [self._task(dep.map_task(m), dep.rdd, m, f"{stage} map {m}")
                      for dep in wave for m in range(dep.num_maps)]
             statuses = iter(self._run(stage, tasks))
             with self._lock:
@@ -244,7 +254,8 @@ class DAGScheduler:
     def _run(self, stage: str, tasks: list[Task]) -> list[Any]:
         if not tasks:
             return []
-        outputs = self.executor.run_tasks(tasks)
+        retries = getattr(self, "task_retries", None)  # a driver.retries.TaskRetries, set by the Context
+        outputs = self.executor.run_tasks(tasks) if retries is None else retries.run(self.executor, stage, tasks)
         records = [TaskRecord(stage, t.partition_id, o.start, o.end, o.worker) for t, o in zip(tasks, outputs)]
         with self._lock:
             self.task_records.extend(records)

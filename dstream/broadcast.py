@@ -141,6 +141,8 @@ class Broadcast(Generic[T]):
     def __reduce__(self) -> Any:
         refuse_in_checkpoint(repr(self))
         block_id = self._store() if self._on_driver else self._block_id
+        if block_id:
+            serialization.note_block_read(block_id)
         return _rebuild, (self._id, block_id, PROCESS_TOKEN)
 
     def _check_driver(self, what: str) -> None:

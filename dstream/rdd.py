@@ -93,6 +93,29 @@ class RDD(Generic[T_co]):
     def _block_id(self, split: int) -> str:
         return block_ids.rdd_block(self._id, split)
 
+    def _blocks_read(self, split: int, exists: Callable[[str], bool]) -> list[str]:
+        """The blocks that computing partition ``split`` in one task may read (``Task.reads``), for
+        executors whose workers share nothing: a cached copy when ``exists`` says there is one, else the
+        blocks of the parents this partition is computed from, down to the sources and shuffle buckets."""
+        if self._checkpoint_rdd is not None:
+            return self._checkpoint_rdd._blocks_read(split, exists)
+        if self.is_cached and exists(self._block_id(split)):
+            return [self._block_id(split)]
+        reads = [b for b in self._own_blocks(split) if exists(b)]
+        for parent, parent_split in self._narrow_parents(split):
+            reads += parent._blocks_read(parent_split, exists)
+        return reads
+
+    def _own_blocks(self, split: int) -> list[str]:
+        """Blocks partition ``split`` reads itself, not through a parent (driver data, shuffle buckets)."""
+        return []
+
+    def _narrow_parents(self, split: int) -> list[tuple["RDD", int]]:
+        """The parent partitions partition ``split`` is computed from in the same task; by default every
+        partition of every narrow parent (subclasses that know better say so)."""
+        return [(dep.rdd, i) for dep in self.dependencies if isinstance(dep, NarrowDependency)
+                for i in range(dep.rdd.num_partitions)]
+
     def is_available(self) -> bool:
         """True when every partition is materialised (cached), so the parents need not run."""
         if self._checkpoint_rdd is not None:
@@ -789,6 +812,9 @@ class PipelinedRDD(RDD):
     def _compute(self, split: int, tc: TaskContext) -> Partition:
         return self.func(split, self.source._iterator(split, tc))
 
+    def _narrow_parents(self, split: int) -> list[tuple[RDD, int]]:
+        return [(self.source, split)]
+
     def _describe(self) -> str:
         return "PipelinedRDD " + " -> ".join(self.ops)
 
@@ -807,6 +833,9 @@ class ParallelCollectionRDD(RDD):
         if table is None:
             raise RuntimeError(f"{self!r}: partition {split} is no longer in the block store")
         return table
+
+    def _own_blocks(self, split: int) -> list[str]:
+        return [block_ids.data_block(self._id, split)]
 
     def is_available(self) -> bool:
         return True
@@ -831,6 +860,9 @@ class BlockRDD(RDD):
             raise RuntimeError(f"{self!r}: block {self.block_ids[split]} is no longer in the block store")
         return table
 
+    def _own_blocks(self, split: int) -> list[str]:
+        return [self.block_ids[split]]
+
     def is_available(self) -> bool:
         return True
 
@@ -854,6 +886,10 @@ class UnionRDD(RDD):
         j, i = self._index[split]
         return self.dependencies[j].rdd._iterator(i, tc)
 
+    def _narrow_parents(self, split: int) -> list[tuple[RDD, int]]:
+        j, i = self._index[split]
+        return [(self.dependencies[j].rdd, i)]
+
 
 class CoalescedRDD(RDD):
     """Fewer partitions by concatenating contiguous parent partitions, without a shuffle."""
@@ -871,6 +907,9 @@ class CoalescedRDD(RDD):
             return records.concat(parts)
         return itertools.chain.from_iterable(as_rows(x) for x in parts)
 
+    def _narrow_parents(self, split: int) -> list[tuple[RDD, int]]:
+        return [(self.dependencies[0].rdd, i) for i in self._groups[split]]
+
 
 class CartesianRDD(RDD):
     def __init__(self, a: RDD, b: RDD) -> None:
@@ -881,6 +920,11 @@ class CartesianRDD(RDD):
         i, j = divmod(split, b.num_partitions)
         right = list(as_rows(b._iterator(j, tc)))
         return ((x, y) for x in as_rows(a._iterator(i, tc)) for y in right)
+
+    def _narrow_parents(self, split: int) -> list[tuple[RDD, int]]:
+        a, b = self.dependencies[0].rdd, self.dependencies[1].rdd
+        i, j = divmod(split, b.num_partitions)
+        return [(a, i), (b, j)]
 
 
 class ShuffledRDD(RDD):
@@ -906,6 +950,10 @@ class ShuffledRDD(RDD):
             return table
         return merge_combiners(table, self.aggregator)
 
+    def _own_blocks(self, split: int) -> list[str]:
+        dep = self.dependencies[0]
+        return [block_ids.shuffle_block(dep.shuffle_id, m, split) for m in range(dep.num_maps)]
+
     def _describe(self) -> str:
         return f"ShuffledRDD {self.what}"
 
@@ -925,6 +973,10 @@ class GatherRDD(RDD):
     def _compute(self, split: int, tc: TaskContext) -> Partition:
         dep = self.dependencies[0]
         return read_bucket(tc, dep.shuffle_id, dep.num_maps, 0)
+
+    def _own_blocks(self, split: int) -> list[str]:
+        dep = self.dependencies[0]
+        return [block_ids.shuffle_block(dep.shuffle_id, m, 0) for m in range(dep.num_maps)]
 
 
 class _GatherWriter:

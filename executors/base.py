@@ -91,6 +91,9 @@ class Task:
     fn: Callable[[TaskContext], Any]
     partition_id: int
     description: str = ""
+    #: the blocks the task may read (cached partitions, driver data, shuffle buckets); an executor whose
+    #: workers share nothing (Dask) makes them the task's inputs, others let a task read any block
+    reads: tuple[str, ...] = ()
 
 
 def execute_task(task: Task, store: BlockStore) -> Any:
@@ -211,6 +214,9 @@ class Executor(ABC):
     store: BlockStore
     #: whether tasks run in the driver's process on the driver's own objects (not pickled copies)
     shares_driver_memory: bool = False
+    #: whether a task can read only the blocks it declares (``Task.reads``) and those it put itself
+    #: (workers that share no memory or disk); the scheduler fills in ``reads`` only then
+    needs_declared_reads: bool = False
     #: straggler mitigation; backends that cannot run backup copies ignore it
     speculation: SpeculationConf = SpeculationConf()
     #: backup copies of slow tasks started so far

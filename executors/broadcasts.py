@@ -72,7 +72,8 @@ def value(store: BlockStore, block_id: str, name: str = "") -> Any:
                     f"{name or 'a broadcast variable'} is not in the executor's block store (block {block_id}): "
                     f"it was destroyed, or its Context was stopped, while a task still used it")
             data = table.column(COLUMN).chunk(0)[0].as_buffer()
-            loaded = _Loaded(serialization.loads(data), store)
+            # a task's own view of a store (a Dask worker's) names the store that outlives it
+            loaded = _Loaded(serialization.loads(data), getattr(store, "lasting", store))
             with _lock:
                 _cache[block_id] = loaded
                 loads += 1

@@ -102,3 +102,29 @@ def pickling_for_checkpoint(active: bool = True) -> Iterator[None]:
 def pickling_for_checkpoint_active() -> bool:
     """Whether this thread is pickling into a checkpoint now."""
     return getattr(_checkpointing, "active", False)
+
+
+_recording = threading.local()
+
+
+@contextmanager
+def recording_block_reads() -> Iterator[set[str]]:
+    """Collect, in this thread, the blocks that objects pickled meanwhile say their task will read
+    (``note_block_read``): a broadcast variable in a task's closure names its block. Executors whose
+    workers share no memory make those blocks the task's inputs."""
+    outer = getattr(_recording, "reads", None)
+    reads: set[str] = set()
+    _recording.reads = reads
+    try:
+        yield reads
+    finally:
+        _recording.reads = outer
+        if outer is not None:
+            outer.update(reads)
+
+
+def note_block_read(block_id: str) -> None:
+    """Called while pickling a task: the task will read ``block_id`` (ignored unless recording)."""
+    reads = getattr(_recording, "reads", None)
+    if reads is not None:
+        reads.add(block_id)

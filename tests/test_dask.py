@@ -2,7 +2,7 @@
 
 ``ExecutorSuite`` (every backend's shared behaviour) runs on it as it does on threads and processes; then
 the Dask-specific parts: tasks run in the cluster's worker processes, code travels by value, bad tasks and
-results fail clearly, masters and ``block_dir``, who closes the Client; and end to end, a Context made from
+results fail clearly, masters, blocks held on the workers, who closes the Client; and end to end, a Context made from
 a Client and from a ``dask://`` address runs a word count and a streaming batch.
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ class TestDaskExecutor(ExecutorSuite):
         assert executor.run_tasks([Task(lambda tc: "next", 0)]) == ["next"]
 
 
-# -- masters, block_dir, shutdown -----------------------------------------------------------------------
+# -- masters, blocks, shutdown -----------------------------------------------------------------------
 def test_backend_is_registered_under_dask():
     assert get_backend("dask") is DaskExecutor
 
@@ -124,33 +124,43 @@ def test_address_master_gets_its_own_client_closed_at_shutdown(cluster, scheme, 
     ex.shutdown()  # twice is harmless
 
 
-def test_shutdown_leaves_a_given_client_open_and_removes_blocks(client):
+def test_shutdown_leaves_a_given_client_open_and_frees_the_blocks(client):
     ex = DaskExecutor(client)
     ex.store.put("b_0", pa.table({"x": [1]}))
-    directory = ex.store.directory
+    key = ex.store.future("b_0").key
+    ex.store.future("b_0").result()
+    assert client.who_has([ex.store.future("b_0")])[key]  # on a worker, not in the driver
     ex.shutdown()
-    assert not os.path.exists(directory)
+    deadline = time.monotonic() + 10
+    while key in client.run_on_scheduler(_scheduler_keys) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert key not in client.run_on_scheduler(_scheduler_keys)
     assert client.status == "running"
     assert client.submit(operator.add, 1, 2).result() == 3
 
 
-def test_block_dir_holds_the_blocks_workers_write(client, tmp_path):
-    def write(tc):
-        tc.store.put(f"w_{tc.partition_id}", pa.table({"p": [tc.partition_id]}))
-        return tc.store.directory
+def _scheduler_keys(dask_scheduler=None) -> list:
+    return [str(k) for k in dask_scheduler.tasks]
 
-    ex = DaskExecutor(client, block_dir=str(tmp_path))
+
+def _put_blocks(tc):
+    tc.store.put(f"w_{tc.partition_id}", pa.table({"p": [tc.partition_id]}))
+    return os.getpid()
+
+
+def test_blocks_put_by_tasks_stay_on_their_workers(client):
+    ex = DaskExecutor(client)
     try:
-        dirs = ex.run_tasks([Task(write, i) for i in range(2)])
-        assert set(dirs) == {ex.store.directory}
-        assert os.path.dirname(ex.store.directory) == str(tmp_path)
-        assert sorted(os.listdir(ex.store.directory)) == ["w_0.arrow", "w_1.arrow"]
+        pids = ex.run_tasks([Task(_put_blocks, i) for i in range(2)])
+        by_address = client.run(os.getpid)
+        for i, pid in enumerate(pids):
+            future = ex.store.future(f"w_{i}")
+            future.result()
+            [holder] = client.who_has([future])[future.key]
+            assert by_address[holder] == pid  # split off where the task ran: nothing moved
         assert ex.store.get("w_1").column("p").to_pylist() == [1]
     finally:
         ex.shutdown()
-    assert os.listdir(tmp_path) == []  # its subdirectory went; the given directory stays
-    with pytest.raises(ValueError, match="block_dir"):
-        DaskExecutor(client, block_dir=str(tmp_path / "missing"))
 
 
 # -- end to end -----------------------------------------------------------------------------------------

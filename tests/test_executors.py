@@ -170,8 +170,9 @@ class ExecutorSuite:
     def test_tasks_read_blocks_put_by_the_driver(self, executor):
         table = pa.table({"k": ["a", "b", "c"], "v": [1.5, 2.5, None]})
         executor.store.put("driver_0", table)
-        [got, missing] = executor.run_tasks([Task(functools.partial(_read_block, "driver_0"), 0),
-                                             Task(functools.partial(_read_block, "nothing_0"), 1)])
+        [got, missing] = executor.run_tasks([Task(functools.partial(_read_block, "driver_0"), 0, reads=("driver_0",)),
+                                             Task(functools.partial(_read_block, "nothing_0"), 1,
+                                                  reads=("nothing_0",))])
         assert got.equals(table)
         assert missing is None
         executor.remove_blocks("driver_")
@@ -188,7 +189,8 @@ class ExecutorSuite:
     def test_broadcast_block_is_unpickled_once_per_process(self, executor):
         block_id = f"broadcast_suite_{os.getpid()}_{time.monotonic_ns()}"
         broadcasts.put(executor.store, block_id, serialization.dumps(list(range(100))))
-        results = executor.run_tasks([Task(functools.partial(_broadcast_user, block_id), i) for i in range(12)])
+        results = executor.run_tasks([Task(functools.partial(_broadcast_user, block_id), i, reads=(block_id,))
+                                      for i in range(12)])
         assert {total for _, _, total in results} == {4950}
         objects: dict[int, set[int]] = {}
         for pid, obj, _ in results:
@@ -197,7 +199,8 @@ class ExecutorSuite:
         # once the block is removed, the next task in a process drops the cached value: it is gone
         executor.remove_blocks(block_id)
         with pytest.raises(TaskError, match=r"Broadcast\(suite\) is not in the executor's block store"):
-            executor.run_tasks([Task(functools.partial(_broadcast_user, block_id), i) for i in range(4)])
+            executor.run_tasks([Task(functools.partial(_broadcast_user, block_id), i, reads=(block_id,))
+                                for i in range(4)])
 
 
 @pytest.fixture(scope="module")
