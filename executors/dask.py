@@ -1,8 +1,9 @@
 """A Dask executor: tasks run on the workers of an existing Dask cluster (``dask://HOST:PORT`` or a Client).
 
 Each task travels as cloudpickle bytes (so functions from ``__main__`` or a notebook work) and runs
-``execute_task`` on a worker through ``client.submit(..., pure=False)``; its result comes back as cloudpickle
-bytes too, so a result that cannot be sent fails its task instead of the worker. A task error arrives as
+``execute_task`` on a worker through ``client.submit(..., pure=False)``; its result comes back encoded on the
+worker (``results``: a table as Arrow IPC, anything else cloudpickled), so a result that cannot be sent fails
+its task instead of the worker. A task error arrives as
 the TaskError raised on the worker, with the worker's traceback. Lost workers are Dask's business: the
 scheduler reruns their tasks elsewhere (``distributed.scheduler.allowed-failures`` times).
 
@@ -21,11 +22,11 @@ import uuid
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-import cloudpickle
 import distributed
 
 from dstream.executors.base import Executor, Task, TaskError, execute_task, format_exception
 from dstream.executors import serialization
+from dstream.executors.results import decode_result, encode_result
 from dstream.executors.dask_blocks import DROPPED, DaskBlockStore, TaskBlocks, TaskOutput, block_of, result_of
 
 
@@ -43,7 +44,7 @@ def _run_on_worker(payload: bytes, description: str, dropped: tuple[str, ...], r
     store = TaskBlocks(dict(zip(read_ids, tables)))
     result = execute_task(task, store)
     try:
-        return TaskOutput(cloudpickle.dumps(result, protocol=5), store.outputs)
+        return TaskOutput(encode_result(result), store.outputs)
     except BaseException as exc:  # noqa: BLE001 - a result that cannot be sent fails its task
         raise TaskError(f"sending the result of {description or 'a task'}", RuntimeError(str(exc)),
                         format_exception(exc)) from None
@@ -142,11 +143,11 @@ class DaskExecutor(Executor):
                 exc = result.exception()  # e.g. KilledWorker when the task killed too many workers
                 future.set_exception(exc if isinstance(exc, TaskError) else TaskError(description, exc))
             else:
-                pickled, put = result.result()
+                encoded, put = result.result()
                 for block_id in put:
                     self.store.register(block_id, self.client.submit(
                         block_of, output, block_id, pure=False, key=self.store.key(block_id)))
-                future.set_result(cloudpickle.loads(pickled))
+                future.set_result(decode_result(*encoded))
         except InvalidStateError:
             pass  # cancelled by the driver meanwhile
         except BaseException as exc:  # noqa: BLE001 - a result the driver cannot load fails its task

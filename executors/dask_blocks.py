@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import distributed
 import pyarrow as pa
@@ -25,13 +25,13 @@ import pyarrow.ipc as ipc
 from dstream.executors.blockstore import BlockStore
 
 class TaskOutput(NamedTuple):
-    """What a task leaves on its worker: its pickled result and the blocks it put."""
+    """What a task leaves on its worker: its encoded result (``results.encode_result``) and the blocks it put."""
 
-    result: bytes
+    result: tuple[str, Any]
     blocks: dict[str, pa.Table]
 
 
-def result_of(output: TaskOutput) -> tuple[bytes, list[str]]:
+def result_of(output: TaskOutput) -> tuple[tuple[str, Any], list[str]]:
     """Run on the worker holding ``output``: the part the driver fetches (result and block names)."""
     return output.result, sorted(output.blocks)
 

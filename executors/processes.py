@@ -38,12 +38,12 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Sequence
 
 import cloudpickle
-import pyarrow as pa
 
-from dstream.executors.base import (Executor, SpeculationConf, Task, TaskError, TimedResult, execute_task,
+from dstream.executors.base import (Executor, SpeculationConf, Task, TaskError, execute_task,
                                     format_exception)
 from dstream.executors import serialization
-from dstream.executors.blockstore import SharedDirBlockStore, table_from_ipc, table_to_ipc
+from dstream.executors.blockstore import SharedDirBlockStore
+from dstream.executors.results import decode_result, encode_result
 from dstream.executors.pool_state import (AbortTask, AcceptResult, CancelTask, EndTask, FailTask, FindStragglers,
                                           LaunchCopy, PoolClosed, PoolEvent, PoolState, PoolStopped, RetryTask,
                                           SendTask, StageDone, StartWorker, TaskCancelled, TaskFinished,
@@ -60,24 +60,8 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _encode_result(task_id: int, result: object) -> bytes:
-    """A result for the pipe: tables (also inside a TimedResult) as Arrow IPC, anything else pickled."""
-    if isinstance(result, pa.Table):
-        return pickle.dumps((task_id, "table", table_to_ipc(result)), protocol=5)
-    if isinstance(result, TimedResult) and isinstance(result.value, pa.Table):
-        timing = (result.start, result.end, result.worker)
-        updates = None if result.accumulators is None else cloudpickle.dumps(result.accumulators)
-        return pickle.dumps((task_id, "timed_table", (table_to_ipc(result.value), timing, updates)), protocol=5)
-    return pickle.dumps((task_id, "value", cloudpickle.dumps(result)), protocol=5)
-
-
-def _decode_result(kind: str, data: Any) -> object:
-    if kind == "table":
-        return table_from_ipc(data)
-    if kind == "timed_table":
-        ipc_bytes, (start, end, worker), updates = data
-        return TimedResult(table_from_ipc(ipc_bytes), start, end, worker,
-                           None if updates is None else cloudpickle.loads(updates))
-    return cloudpickle.loads(data)
+    """A result for the pipe (``results.encode_result``), tagged with its task id."""
+    return pickle.dumps((task_id, *encode_result(result)), protocol=5)
 
 
 def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
@@ -401,7 +385,7 @@ class ProcessExecutor(Executor):
 def _load(name: str, kind: str, data: Any) -> tuple[str, object]:
     """A worker's reply as (kind, value); a result the driver cannot load becomes its task's error."""
     try:
-        return kind, (cloudpickle.loads(data) if kind == "error" else _decode_result(kind, data))
+        return kind, (cloudpickle.loads(data) if kind == "error" else decode_result(kind, data))
     except BaseException as exc:  # noqa: BLE001 - a result the driver cannot load fails its task
         return "error", TaskError(f"loading the result of {name}", RuntimeError(str(exc)), format_exception(exc))
 
