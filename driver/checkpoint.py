@@ -1,11 +1,12 @@
 """Metadata checkpoints: what the driver needs to rebuild a streaming job after it dies.
 
 A checkpoint file, ``checkpoint-<time ms>``, is ``MAGIC``, a 4-byte header length, a JSON header and a
-cloudpickled payload (configuration, the DStream graph with each input's recorded input, pending batch
-times, where the data snapshots are). The header (``read_header``) holds everything needed to inspect a
-checkpoint without unpickling it: format and dstream version, batch time and interval, pending batch
-times, the last completed batch, what each input took per batch, the payload's length and SHA-256, and,
-when a key is set, an HMAC-SHA256 over the header (which binds the payload through its SHA-256).
+cloudpickled payload (configuration, the DStream graph with each input's recorded input, pending and
+failed batch times, where the data snapshots are). The header (``read_header``) holds everything needed to
+inspect a checkpoint without unpickling it: format and dstream version, batch time and interval, pending
+batch times, failed batch times (``failed_times``, and ``failures``: each one's attempts and reason), the
+last completed batch, what each input took per batch, the payload's length and SHA-256, and, when a key
+is set, an HMAC-SHA256 over the header (which binds the payload through its SHA-256).
 
 A checkpoint holds pickled code, so reading one runs code: whoever can write the checkpoint location can
 run code as the job. With a key (``dstream.checkpoint.key`` in the conf, or ``DSTREAM_CHECKPOINT_KEY``),
@@ -43,8 +44,11 @@ from dstream.executors import serialization
 log = logging.getLogger(__name__)
 
 MAGIC = b"DSTREAMCKPT\n"
-#: bump when the file layout or the payload changes; older files then fail with a clear CheckpointError
-FORMAT_VERSION = 4
+#: bump when the file layout or the payload changes; files of other formats than ``READABLE_FORMATS`` then
+#: fail with a clear CheckpointError
+FORMAT_VERSION = 5
+#: the formats this version reads: 4 is 5 without failed batches (none failed)
+READABLE_FORMATS = (4, 5)
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 #: the SparkConf key and the environment variable holding the checkpoint signing key
@@ -79,7 +83,7 @@ class Checkpoint:
     #: the Context's master and configuration (without ``dstream.checkpoint.key``)
     master: Any
     conf: dict[str, Any]
-    #: batch times generated but not known to be completed
+    #: batch times generated but not known to be completed (failed ones excepted)
     pending_times: list[int]
     #: the newest batch time whose jobs all completed
     last_completed_ms: int | None
@@ -89,6 +93,16 @@ class Checkpoint:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     #: anything else the graph's owner wants back
     extra: dict[str, Any] = field(default_factory=dict)
+    #: batch times that failed and stay pending until retried or discarded (their input stays recorded)
+    failed_times: list[int] = field(default_factory=list)
+    #: per failed batch: ``{"time_ms", "attempts", "reason"}`` (JSON values; also in the header)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a checkpoint of format 4 has no failed batches
+        state.setdefault("failed_times", [])
+        state.setdefault("failures", [])
+        self.__dict__.update(state)
 
 
 # -- signing ------------------------------------------------------------------------------------------------
@@ -194,6 +208,7 @@ def encode(cp: Checkpoint, dstream_version: str, key: bytes | str | None = None)
     header = {"format": FORMAT_VERSION, "dstream": dstream_version, "time_ms": cp.time_ms,
               "interval_ms": cp.interval_ms, "pending_times": list(cp.pending_times),
               "last_completed_ms": cp.last_completed_ms, "inputs": _json_values(cp.inputs),
+              "failed_times": list(cp.failed_times), "failures": _json_values(cp.failures),
               "length": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
               "signature": SIGNATURE_ALGORITHM if key is not None else None}
     if key is not None:
@@ -220,11 +235,11 @@ def _parse_header(data: bytes, name: str) -> tuple[dict[str, Any], int]:
 
 
 def _check_format(header: Mapping[str, Any], name: str) -> None:
-    if header.get("format") != FORMAT_VERSION:
+    if header.get("format") not in READABLE_FORMATS:
         raise CheckpointError(
             f"{name} was written by dstream {header.get('dstream')} in checkpoint format "
-            f"{header.get('format')}; this dstream reads format {FORMAT_VERSION}. Start the job from a new "
-            f"checkpoint directory (or run the dstream version that wrote it).")
+            f"{header.get('format')}; this dstream reads formats {', '.join(map(str, READABLE_FORMATS))}. Start "
+            f"the job from a new checkpoint directory (or run the dstream version that wrote it).")
 
 
 def _check_signature(header: Mapping[str, Any], name: str, key: bytes | None) -> None:
@@ -393,11 +408,13 @@ def read_header(where: str | Location, storage_options: Mapping[str, Any] | None
     """The JSON header of a checkpoint file, or of the newest checkpoint in a directory (None when there is
     none), read without reading or unpickling the payload.
 
-    It holds ``time_ms``, ``interval_ms``, ``pending_times``, ``last_completed_ms``, ``inputs`` (per input
-    stream, each recorded batch's records and metadata), ``format``, ``dstream``, ``length``, ``sha256`` and
-    ``signature``; ``file`` (its URL) and ``verified`` are added. With a key (``None``: the key in
-    ``$DSTREAM_CHECKPOINT_KEY``, if any), the header's signature is checked (``CheckpointSignatureError``
-    when it fails) and ``verified`` is True; the payload is not read, so its checksum is not checked.
+    It holds ``time_ms``, ``interval_ms``, ``pending_times``, ``failed_times`` and ``failures`` (the failed
+    batches, each with its attempts and reason; absent in format 4), ``last_completed_ms``, ``inputs`` (per
+    input stream, each recorded batch's records and metadata), ``format``, ``dstream``, ``length``,
+    ``sha256`` and ``signature``; ``file`` (its URL) and ``verified`` are added. With a key (``None``: the
+    key in ``$DSTREAM_CHECKPOINT_KEY``, if any), the header's signature is checked
+    (``CheckpointSignatureError`` when it fails) and ``verified`` is True; the payload is not read, so its
+    checksum is not checked.
     """
     location = Location.of(where, storage_options)
     key = _key_bytes(key) if key is not None else checkpoint_key()

@@ -127,6 +127,9 @@ class DAGScheduler:
         self.local_result_max_rows = 4096
         #: how many result stages ran on the driver (for tests and benchmarks)
         self.local_result_stages = 0
+        #: how failed tasks are retried (a ``driver.retries.TaskRetries``, set by the Context from
+        #: ``spark.task.maxFailures``); None: each task gets one attempt
+        self.task_retries: Any = None
         #: called with the accumulator updates of each task result the scheduler accepts (one per
         #: partition of a finished stage; failed attempts and losing speculative copies bring none)
         self.on_accumulator_updates: Callable[[dict[int, Any]], None] | None = None
@@ -146,7 +149,10 @@ class DAGScheduler:
         tasks = [self._task(functools.partial(func, i), rdd, i, f"{stage} partition {i}") for i in parts]
         if local_ok and tasks and self._reads_only_small_shuffles(rdd):
             self.local_result_stages += 1
-            outputs = [execute_task(t, self.executor.store) for t in tasks]
+            if self.task_retries is None:
+                outputs = [execute_task(t, self.executor.store) for t in tasks]
+            else:
+                outputs = self.task_retries.run_local(self.executor.store, stage, tasks)
             self._apply_accumulator_updates(outputs)
             return [o.value for o in outputs]
         return self._run(stage, tasks)
@@ -254,7 +260,7 @@ class DAGScheduler:
     def _run(self, stage: str, tasks: list[Task]) -> list[Any]:
         if not tasks:
             return []
-        retries = getattr(self, "task_retries", None)  # a driver.retries.TaskRetries, set by the Context
+        retries = self.task_retries
         outputs = self.executor.run_tasks(tasks) if retries is None else retries.run(self.executor, stage, tasks)
         records = [TaskRecord(stage, t.partition_id, o.start, o.end, o.worker) for t, o in zip(tasks, outputs)]
         with self._lock:

@@ -42,6 +42,15 @@ class EventLoop(Generic[E]):
     def is_stopped(self) -> bool:
         return self._stopped.is_set()
 
+    @property
+    def is_running(self) -> bool:
+        """Whether the loop's thread still handles events."""
+        return self._thread.is_alive()
+
+    def in_loop(self) -> bool:
+        """Whether the calling thread is the loop's own (an event being handled)."""
+        return threading.current_thread() is self._thread
+
     def _run(self) -> None:
         while True:
             event = self._queue.get()

@@ -60,11 +60,12 @@ class OutputOperationInfo:
     through the underscore methods; listeners get copies.
     """
 
-    __slots__ = ("_batch_time", "_id", "_name", "_description", "_start_time", "_end_time", "_failure_reason")
+    __slots__ = ("_batch_time", "_id", "_name", "_description", "_start_time", "_end_time", "_failure_reason",
+                 "_task_retries")
 
     def __init__(self, batch_time: int, id: int, name: str, description: str | None = None,
                  start_time: int | None = None, end_time: int | None = None,
-                 failure_reason: str | None = None) -> None:
+                 failure_reason: str | None = None, task_retries: int = 0) -> None:
         self._batch_time = Time(batch_time)
         self._id = id
         self._name = name
@@ -72,6 +73,7 @@ class OutputOperationInfo:
         self._start_time = start_time
         self._end_time = end_time
         self._failure_reason = failure_reason
+        self._task_retries = task_retries
 
     # -- PySpark's methods ----------------------------------------------------------------------------
     def batchTime(self) -> Time:
@@ -108,6 +110,10 @@ class OutputOperationInfo:
             return -1
         return self._end_time - self._start_time
 
+    def taskRetries(self) -> int:
+        """Failed task attempts that were run again while the operation ran (``spark.task.maxFailures``)."""
+        return self._task_retries
+
     # -- snake_case, read-only (None where not known yet) ---------------------------------------------
     @property
     def batch_time(self) -> int:
@@ -125,13 +131,18 @@ class OutputOperationInfo:
     def failure_reason(self) -> str | None:
         return self._failure_reason
 
+    @property
+    def task_retries(self) -> int:
+        return self._task_retries
+
     # -- the driver's updates -------------------------------------------------------------------------
     def _started(self, now_ms: int) -> None:
         self._start_time = now_ms
 
-    def _completed(self, now_ms: int, failure_reason: str | None) -> None:
+    def _completed(self, now_ms: int, failure_reason: str | None, task_retries: int = 0) -> None:
         self._end_time = now_ms
         self._failure_reason = failure_reason
+        self._task_retries = task_retries
 
     def _copy(self) -> "OutputOperationInfo":
         new = OutputOperationInfo.__new__(OutputOperationInfo)
@@ -152,21 +163,27 @@ class BatchInfo:
     API), times and delays not known yet are ``-1``: on ``onBatchSubmitted`` the processing times and all
     delays, on ``onBatchStarted`` the end time, processing and total delay. The snake_case properties
     (``batch_time``, ``processing_start_time``, ...) give ``None`` instead.
+
+    A batch whose output operation failed stays pending and may run again (``retryFailedBatches``, or a
+    restart): each run posts its own events, ``attempt()`` counting them; ``failureReason()`` says why a
+    run failed.
     """
 
     __slots__ = ("_batch_time", "_submission_time", "_processing_start_time", "_processing_end_time",
-                 "_inputs", "_output_operations")
+                 "_inputs", "_output_operations", "_attempt")
 
     def __init__(self, batch_time: int, submission_time: int,
                  stream_id_to_input_info: dict[int, StreamInputInfo] | None = None,
                  output_operations: dict[int, OutputOperationInfo] | None = None,
-                 processing_start_time: int | None = None, processing_end_time: int | None = None) -> None:
+                 processing_start_time: int | None = None, processing_end_time: int | None = None,
+                 attempt: int = 1) -> None:
         self._batch_time = Time(batch_time)
         self._submission_time = submission_time
         self._processing_start_time = processing_start_time
         self._processing_end_time = processing_end_time
         self._inputs: dict[int, StreamInputInfo] = dict(stream_id_to_input_info or {})
         self._output_operations: dict[int, OutputOperationInfo] = dict(output_operations or {})
+        self._attempt = attempt
 
     # -- PySpark's methods ----------------------------------------------------------------------------
     def batchTime(self) -> Time:
@@ -215,6 +232,19 @@ class BatchInfo:
         """Output operation id -> its info, in run order."""
         return dict(self._output_operations)
 
+    def attempt(self) -> int:
+        """1 for the batch's first run; n for its (n-1)th run again after failing."""
+        return self._attempt
+
+    def failureReason(self) -> str | None:
+        """Why this run of the batch failed (its first failed output operation and error), else None."""
+        return next((f"output operation {op.id()} ({op.name()}): {op.failureReason()}"
+                     for op in self._output_operations.values() if op.failureReason() is not None), None)
+
+    def taskRetries(self) -> int:
+        """Failed task attempts run again for the batch's output operations (``spark.task.maxFailures``)."""
+        return sum(op.taskRetries() for op in self._output_operations.values())
+
     # -- snake_case, read-only (None where not known yet) ---------------------------------------------
     @property
     def batch_time(self) -> int:
@@ -240,6 +270,10 @@ class BatchInfo:
     def output_operations(self) -> dict[int, OutputOperationInfo]:
         return self.outputOperationInfos()
 
+    @property
+    def failure_reason(self) -> str | None:
+        return self.failureReason()
+
     # -- the driver's updates -------------------------------------------------------------------------
     def _started(self, now_ms: int) -> None:
         self._processing_start_time = now_ms
@@ -259,13 +293,15 @@ class BatchInfo:
         new._processing_end_time = self._processing_end_time
         new._inputs = self._inputs  # never changed after the batch is generated: shared
         new._output_operations = {k: v._copy() for k, v in self._output_operations.items()}
+        new._attempt = self._attempt
         return new
 
     def __repr__(self) -> str:
         return (f"BatchInfo(batchTime={self._batch_time!r}, numRecords={self.numRecords()}, "
                 f"submissionTime={self._submission_time}, processingStartTime={self.processingStartTime()}, "
                 f"processingEndTime={self.processingEndTime()}, "
-                f"outputOperations={len(self._output_operations)})")
+                f"outputOperations={len(self._output_operations)}"
+                f"{f', attempt={self._attempt}' if self._attempt > 1 else ''})")
 
 
 def _snapshot(info: Any) -> Any:
@@ -418,6 +454,12 @@ class ListenerBus:
         with self._lock:
             return bool(self._listeners)
 
+    def wants_record_counts(self) -> bool:
+        """Whether a listener reads record counts (built-in ones, such as the batch statistics, say they
+        do not with ``wants_record_counts = False``, so their presence alone costs inputs no counting)."""
+        with self._lock:
+            return any(getattr(listener, "wants_record_counts", True) for listener in self._listeners)
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="dstream-listener-bus", daemon=True)
@@ -437,11 +479,23 @@ class ListenerBus:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def wait_until_empty(self, timeout: float = 10.0) -> bool:
+        """Wait until every event posted so far has reached the listeners (Spark's ``waitUntilEmpty``);
+        False if ``timeout`` seconds passed first. Returns at once when the bus is not running."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
+            if isinstance(item, threading.Event):  # wait_until_empty's marker: everything before it is out
+                item.set()
+                continue
             method, event = item
             with self._lock:
                 listeners = list(self._listeners)

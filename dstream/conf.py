@@ -5,8 +5,10 @@ Values are stored as strings, as Spark stores them; setters return the conf, so 
     conf = SparkConf().setMaster("local[4]").setAppName("wordcount").set("spark.default.parallelism", 8)
     ctx = Context(conf=conf)
 
-Keys dstream reads: ``spark.master``, ``spark.app.name``, ``spark.default.parallelism`` and the
-``dstream.speculation*`` keys (see ``executors.base.SpeculationConf``); other keys are kept for the user.
+Keys dstream reads: ``spark.master``, ``spark.app.name``, ``spark.default.parallelism``,
+``spark.task.maxFailures`` and ``dstream.task.*`` (task retries, see ``driver.retries.TaskRetries``), the
+``dstream.speculation*`` keys (see ``executors.base.SpeculationConf``) and ``dstream.stopOnStatefulFailure``
+(``StreamingContext``); other keys are kept for the user.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 from dstream.driver.checkpoint import HmacSigner, signer
 from dstream.driver.dag import DAGScheduler
 from dstream.driver.logs import set_log_level
+from dstream.driver.retries import TaskRetries
 from dstream.executors.base import Executor, SpeculationConf, get_backend
 from dstream import accumulators, records
 from dstream.accumulators import Accumulator, AccumulatorParam
@@ -125,16 +126,20 @@ class Context:
         #: the master the executors were made from
         self.master = master
         self.appName = appName
-        #: configuration: ``spark.master``, ``spark.app.name``, ``spark.default.parallelism``, the
-        #: ``dstream.*`` keys; unknown keys are kept for the user. Values as given (strings from a SparkConf).
+        #: configuration: ``spark.master``, ``spark.app.name``, ``spark.default.parallelism``,
+        #: ``spark.task.maxFailures``, the ``dstream.*`` keys; unknown keys are kept for the user. Values as
+        #: given (strings from a SparkConf).
         self.conf: dict[str, Any] = settings
         self._default_parallelism = _parse_parallelism(settings.get("spark.default.parallelism"))
         speculation = SpeculationConf.from_conf(self.conf)
+        retries = TaskRetries.from_conf(self.conf)  # checked before any executor starts
         self.executor = make_executor(master)
         if any(key.startswith("dstream.speculation") for key in self.conf):
             self.executor.speculation = speculation
         self.scheduler = DAGScheduler(self.executor)
         self.scheduler.on_accumulator_updates = accumulators.merge_updates
+        #: a failed task is retried up to ``spark.task.maxFailures`` attempts (default 1, as in local mode)
+        self.scheduler.task_retries = retries
         #: where ``RDD.checkpoint`` writes (an fsspec URL), set by ``setCheckpointDir``
         self.checkpoint_dir: str | None = None
         self._rdd_ids = itertools.count()

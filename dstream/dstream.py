@@ -152,11 +152,20 @@ class DStream(Generic[T_co]):
         for parent in self.dependencies:
             parent._remember(self._parent_remember_ms())
 
+    def _retained(self, time_ms: int) -> bool:
+        """Whether batch ``time_ms`` is kept although older than the remember duration: recomputing a batch
+        that failed (or is still pending) reads it. A batch ``k`` reads this stream's batches of its remember
+        duration before it (windows included), as ``_remember`` set it."""
+        keep = self._ssc.graph.keep_times if self._ssc is not None else ()
+        span = self.remember_ms or self.slide_ms
+        return any(k - span < time_ms <= k for k in keep)
+
     def _clear_metadata(self, time_ms: int) -> None:
-        """Forget RDDs older than the remember duration (and free their cached blocks)."""
+        """Forget RDDs older than the remember duration (and free their cached blocks), except those a
+        failed or pending batch needs (``_retained``)."""
         limit = time_ms - (self.remember_ms or self.slide_ms)
         self.forgotten_ms = limit if self.forgotten_ms is None else max(self.forgotten_ms, limit)
-        for t in [t for t in self.generated if t <= limit]:
+        for t in [t for t in self.generated if t <= limit and not self._retained(t)]:
             rdd = self.generated.pop(t)
             # an RDD may serve several batches (queueStream's default): keep it while one still needs it
             if rdd is not None and rdd.is_cached and not any(r is rdd for r in self.generated.values()):
@@ -236,12 +245,13 @@ class DStream(Generic[T_co]):
         out = []
         t = align(from_ms)
         end = align(to_ms_)
-        if self.forgotten_ms is not None and self.zero_ms < t <= self.forgotten_ms:
-            # Recomputing a forgotten batch would be wrong: an input stream would take new input for it.
-            raise ValueError(f"slice: begin ({ms_to_datetime(t)}) is a batch {self.name} has already forgotten "
-                             f"(it remembers {(self.remember_ms or self.slide_ms) / 1000:g} s); call "
-                             f"StreamingContext.remember(duration) before starting to keep batches longer")
         while t <= end:
+            forgotten = self.forgotten_ms is not None and self.zero_ms < t <= self.forgotten_ms
+            if forgotten and t not in self.generated:  # generated: kept for a failed batch (``_retained``)
+                # Recomputing a forgotten batch would be wrong: an input stream would take new input for it.
+                raise ValueError(f"slice: {ms_to_datetime(t)} is a batch {self.name} has already forgotten "
+                                 f"(it remembers {(self.remember_ms or self.slide_ms) / 1000:g} s); call "
+                                 f"StreamingContext.remember(duration) before starting to keep batches longer")
             if t > self.zero_ms:
                 rdd = self._get_or_compute(t)
                 if rdd is not None:

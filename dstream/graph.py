@@ -4,7 +4,7 @@ protocol (``dstream.driver.jobs``)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Collection, Protocol
 
 from dstream.driver.clock import Clock
 from dstream.driver.jobs import Job
@@ -61,6 +61,10 @@ class StreamRuntime(Protocol):
 class DStreamGraph:
     """The context's input and output streams; implements the driver's StreamGraph protocol."""
 
+    #: batches that failed or are still pending when metadata is cleared (``clear_metadata``'s ``keep``):
+    #: streams keep what recomputing them needs (``DStream._retained``)
+    keep_times: frozenset[int] = frozenset()
+
     def __init__(self, ssc: "StreamRuntime") -> None:
         self.ssc = ssc
         self.inputs: list[Any] = []
@@ -72,6 +76,7 @@ class DStreamGraph:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["ssc"] = None
+        state.pop("keep_times", None)
         return state
 
     def attach(self, ssc: "StreamRuntime") -> None:
@@ -117,6 +122,19 @@ class DStreamGraph:
     def restart(self) -> None:
         for inp in self.inputs:
             inp.restart()
+
+    @staticmethod
+    def stateful_ancestors(stream: "DStream") -> tuple[str, ...]:
+        """The names of the streams keeping state across batches that ``stream`` builds on (itself included)."""
+        names, seen, stack = set(), set(), [stream]
+        while stack:
+            s = stack.pop()
+            if id(s) not in seen:
+                seen.add(id(s))
+                if s.must_checkpoint:
+                    names.add(s.name)
+                stack.extend(s.dependencies)
+        return tuple(sorted(names))
 
     def stateful_streams(self) -> list["DStream"]:
         """Streams built on their own past, parents before children."""
@@ -172,15 +190,22 @@ class DStreamGraph:
             except Exception as exc:  # noqa: BLE001 - the job fails when it runs, in its turn
                 run = _raiser(exc)
             if run is not None:
-                jobs.append(Job(time_ms, out.output_id, out.name, run))
+                jobs.append(Job(time_ms, out.output_id, out.name, run, self.stateful_ancestors(out)))
         return jobs
 
     def input_infos(self, time_ms: int) -> dict[int, StreamInputInfo]:
-        """Input stream id (position among the inputs, as Spark numbers them) -> what it took for the batch."""
-        return {i: StreamInputInfo(i, inp.records_per_batch.get(time_ms, 0), inp.input_metadata(time_ms))
+        """Input stream id (position among the inputs, as Spark numbers them) -> what it took for the batch.
+        An input that did not count its records (a file stream nobody asked to count) reports 0, as Spark's
+        file streams do, with ``records_counted: False`` in its metadata."""
+        return {i: StreamInputInfo(i, inp.records_per_batch.get(time_ms, 0),
+                                   {**inp.input_metadata(time_ms),
+                                    **({} if time_ms in inp.records_per_batch else {"records_counted": False})})
                 for i, inp in enumerate(self.inputs)}
 
-    def clear_metadata(self, time_ms: int) -> None:
+    def clear_metadata(self, time_ms: int, keep: Collection[int] = ()) -> None:
+        """Forget what batch ``time_ms`` no longer needs: RDDs and recorded input older than each stream
+        remembers, except what recomputing the batches ``keep`` (failed, or pending) needs."""
+        self.keep_times = frozenset(keep)
         for out in self.outputs:
             out._clear_metadata(time_ms)
 

@@ -26,7 +26,7 @@ from dstream.driver.dag import MapStatus, NarrowDependency, ShuffleDependency
 from dstream.driver.storage import Location
 from dstream.executors import block_ids
 from dstream.executors.base import TaskContext
-from dstream import records
+from dstream import html, records
 from dstream.records import Partition, as_rows, as_table
 from dstream.shuffle import (Aggregator, _identity, count_values, merge_combiners, portable_hash, read_bucket,
                              reducer, write_map_output)
@@ -168,6 +168,10 @@ class RDD(Generic[T_co]):
 
     def __repr__(self) -> str:
         return f"{self._name + ' ' if self._name else ''}{self._describe()}[{self._id}]"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: partitions, whether cached, the schema where known, and the lineage."""
+        return html.rdd_html(self)
 
     @property
     def context(self) -> "Context":

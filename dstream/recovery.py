@@ -7,20 +7,22 @@ Layout of a checkpoint directory (any fsspec URL)::
     <dir>/wal/<stream>/           socketTextStream's write-ahead log (dstream.wal)
 
 The metadata checkpoint is written after each batch is generated (so its input is recorded before any of
-its jobs runs) and after it completes. Data snapshot directories are deleted once no kept metadata
-checkpoint refers to them; on start and every few checkpoints, the orphans a killed driver left (snapshots
-and ``.checkpoint-*.tmp`` files no kept checkpoint refers to, older than the oldest kept checkpoint) are
-found by listing and deleted too (``dstream.driver.retention``).
+its jobs runs) and after it completes (or fails: a failed batch is listed in ``failed_times``, and the
+graph keeps its recorded input, so a restart recomputes it). Data snapshot directories are deleted once no
+kept metadata checkpoint refers to them; on start and every few checkpoints, the orphans a killed driver
+left (snapshots and ``.checkpoint-*.tmp`` files no kept checkpoint refers to, older than the oldest kept
+checkpoint) are found by listing and deleted too (``dstream.driver.retention``).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dstream.broadcast import pickling_for_checkpoint
 from dstream.driver.checkpoint import (Checkpoint, CheckpointError, CheckpointWriter, checkpoint_key, read_latest,
                                        unpickle)
+from dstream.driver.jobs import FailedBatch
 from dstream.driver.retention import SNAPSHOTS, SnapshotJanitor
 from dstream.driver.storage import Location
 from dstream.driver.times import batch_name
@@ -52,7 +54,7 @@ class StreamCheckpointer:
         self._janitor.start()  # on start: the orphans a killed driver left
 
     def write(self, time_ms: int, pending_times: list[int], last_completed_ms: int | None,
-              batch_completed: bool) -> None:
+              batch_completed: bool, failed: Sequence[FailedBatch] = ()) -> None:
         graph = self.ssc.graph
         if batch_completed:
             graph.update_checkpoint_data()
@@ -64,23 +66,37 @@ class StreamCheckpointer:
         cp = Checkpoint(time_ms=time_ms, interval_ms=self.ssc.interval_ms, master=master,
                         conf=dict(ctx.conf), pending_times=pending_times, last_completed_ms=last_completed_ms,
                         graph=pickled_graph, inputs=input_records(graph),
-                        extra={SNAPSHOTS: self._janitor.references(time_ms, snapshots)})
+                        extra={SNAPSHOTS: self._janitor.references(time_ms, snapshots)},
+                        failed_times=[f.time_ms for f in failed], failures=failure_records(failed))
         self.writer.write(cp)
         self._janitor.collect(snapshots, time_ms)
 
 
 def input_records(graph: DStreamGraph) -> list[dict[str, Any]]:
     """Per input stream, what each batch it still records took (time, records, metadata such as files),
-    for the checkpoint's JSON header: inspectable without unpickling the graph."""
+    for the checkpoint's JSON header: inspectable without unpickling the graph. ``records`` is 0 where the
+    input does not count them (text files while nobody reads the counts)."""
     out = []
     for i, inp in enumerate(graph.inputs):
         batches = []
-        for t in sorted(inp.records_per_batch):
+        for t in inp.recorded_times():
             metadata = {k: v for k, v in inp.input_metadata(t).items() if k != "Description"}
-            batches.append({"time_ms": t, "records": inp.records_per_batch[t], **({"metadata": metadata}
-                                                                                  if metadata else {})})
+            batches.append({"time_ms": t, "records": inp.records_per_batch.get(t, 0),
+                            **({"metadata": metadata} if metadata else {})})
         out.append({"id": i, "name": inp.name, "batches": batches})
     return out
+
+
+def failure_records(failed: Sequence[FailedBatch]) -> list[dict[str, Any]]:
+    """The failed batches as the checkpoint keeps them (JSON values, in the header too)."""
+    return [{"time_ms": f.time_ms, "attempts": f.attempts, "reason": f.reason} for f in failed]
+
+
+def failed_batches(cp: Checkpoint) -> list[FailedBatch]:
+    """The failed batches a checkpoint lists, oldest first (``failed_times``; details from ``failures``)."""
+    details = {int(r["time_ms"]): r for r in cp.failures if isinstance(r, dict) and "time_ms" in r}
+    return [FailedBatch(t, int(details.get(t, {}).get("attempts", 1)), str(details.get(t, {}).get("reason", "")))
+            for t in sorted(cp.failed_times)]
 
 
 class SnapshotOnlyCheckpointer:
@@ -93,7 +109,7 @@ class SnapshotOnlyCheckpointer:
         self._janitor = SnapshotJanitor(keep=1)
 
     def write(self, time_ms: int, pending_times: list[int], last_completed_ms: int | None,
-              batch_completed: bool) -> None:
+              batch_completed: bool, failed: Sequence[FailedBatch] = ()) -> None:
         if batch_completed:
             graph = self.ssc.graph
             graph.update_checkpoint_data()

@@ -54,10 +54,19 @@ class InputDStream(DStream):
         """What listeners see as ``StreamInputInfo.metadata()`` for batch ``time_ms``."""
         return {}
 
+    def recorded_times(self) -> list[int]:
+        """The batch times whose input this stream still records (for the checkpoint's header)."""
+        return sorted(self.records_per_batch)
+
+    def _expired(self, recorded: dict[int, Any], time_ms: int) -> list[int]:
+        """The batch times in ``recorded`` that batch ``time_ms`` lets this input forget: older than it
+        remembers, and not needed to recompute a failed or pending batch (``DStream._retained``)."""
+        limit = time_ms - (self.remember_ms or self.slide_ms)
+        return [t for t in recorded if t <= limit and not self._retained(t)]
+
     def _clear_metadata(self, time_ms: int) -> None:
         super()._clear_metadata(time_ms)
-        limit = time_ms - (self.remember_ms or self.slide_ms)
-        for t in [t for t in self.records_per_batch if t <= limit]:
+        for t in self._expired(self.records_per_batch, time_ms):
             del self.records_per_batch[t]
 
 
@@ -94,10 +103,12 @@ class QueueInputDStream(InputDStream):
             cache[item.id()] = item.collect()
         return cache[item.id()]
 
+    def recorded_times(self) -> list[int]:
+        return sorted(set(self.records_per_batch) | set(self.batch_items))
+
     def _clear_metadata(self, time_ms: int) -> None:
         super()._clear_metadata(time_ms)
-        limit = time_ms - (self.remember_ms or self.slide_ms)
-        for t in [t for t in self.batch_items if t <= limit]:
+        for t in self._expired(self.batch_items, time_ms):
             del self.batch_items[t]
         live = {x.id() for x in [*self.queue, *self.batch_items.values(), self.default] if isinstance(x, RDD)}
         cache = self.__dict__.get("_collected", {})
@@ -163,6 +174,9 @@ class FileInputDStream(InputDStream):
     gives), so an object replaced under the same name counts again, as a new file. A listing that fails
     (no permission, no bucket, no network) fails its batch with an ``InputError`` naming the URL; that batch
     takes no file from the directory, and nothing is marked as taken, so the next batch takes the files.
+    A file that cannot be read fails its batch's task, naming the URL; the file stays that batch's recorded
+    input (a later batch does not take it), and the failed batch, kept pending, reads it again when it is
+    retried (``StreamingContext.retryFailedBatches``, or a restart).
 
     Files must appear atomically (written elsewhere, then renamed in; an object store's PUT is atomic).
     Names starting with ``.`` or ``_`` and ending in ``.tmp`` or ``._COPYING_`` are ignored. With
@@ -234,12 +248,14 @@ class FileInputDStream(InputDStream):
         """After a restart the files taken before are known from the checkpoint: none is taken twice,
         and files that arrived while the driver was down are new."""
 
+    def recorded_times(self) -> list[int]:
+        return sorted(set(self.records_per_batch) | set(self.batch_files))
+
     def _clear_metadata(self, time_ms: int) -> None:
         super()._clear_metadata(time_ms)
-        limit = time_ms - (self.remember_ms or self.slide_ms)
-        for t in [t for t in self.batch_files if t <= limit]:
+        for t in self._expired(self.batch_files, time_ms):
             del self.batch_files[t]
-        for t in [t for t in self.batch_errors if t <= limit]:
+        for t in self._expired(self.batch_errors, time_ms):
             del self.batch_errors[t]
 
     def input_metadata(self, time_ms: int) -> dict[str, Any]:
@@ -493,10 +509,12 @@ class SocketInputDStream(InputDStream):
             return ctx.emptyRDD()
         return ctx.parallelize(taken, min(len(taken), ctx.defaultParallelism))
 
+    def recorded_times(self) -> list[int]:
+        return sorted(set(self.records_per_batch) | set(self.batch_wal))
+
     def _clear_metadata(self, time_ms: int) -> None:
         super()._clear_metadata(time_ms)
-        limit = time_ms - (self.remember_ms or self.slide_ms)
-        for t in [t for t in self.batch_wal if t <= limit]:
+        for t in self._expired(self.batch_wal, time_ms):
             del self.batch_wal[t]
         if self._wal is not None:
             needed = min([first for first, _ in self.batch_wal.values()] + [self.wal_taken])

@@ -6,7 +6,7 @@ import inspect
 import io
 import logging
 import threading
-from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal, Mapping
 
 import cloudpickle
 
@@ -14,15 +14,23 @@ from dstream.broadcast import SharedVariableInCheckpointError, pickling_for_chec
 from dstream.context import CONTEXT_ONLY_ON_DRIVER, Context
 from dstream.driver.checkpoint import checkpoint_key
 from dstream.driver.clock import Clock, SystemClock
-from dstream.driver.jobs import JobGenerator, JobScheduler
+from dstream.driver.jobs import BatchError, FailedBatch, JobGenerator, JobScheduler
 from dstream.driver.listener import ListenerBus, StreamingListener
+from dstream.driver.monitor import StreamViews, conf_bool, retained_batches
+from dstream.driver.statistics import StreamStatistics
 from dstream.driver.storage import Location
+from dstream.driver.times import batch_name
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
 from dstream.durations import ms_to_datetime, to_ms
 from dstream.graph import DStreamGraph
 from dstream.rdd import RDD, _fn_name
-from dstream.recovery import Restored, SnapshotOnlyCheckpointer, StreamCheckpointer, data_dir, read_checkpoint
+from dstream.recovery import (Restored, SnapshotOnlyCheckpointer, StreamCheckpointer, data_dir, failed_batches,
+                              read_checkpoint)
 from dstream.sources import FileInputDStream, QueueInputDStream, SocketInputDStream
+from dstream.views import describe_stream, html_for_stream, plot_statistics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,10 @@ def check_functions(graph: DStreamGraph, checkpointing: bool) -> None:
 
 State = Literal["initialized", "active", "stopped"]
 
+#: the conf key saying whether a failed batch of an output that builds on state kept across batches stops the
+#: StreamingContext (default true)
+STOP_ON_STATEFUL_FAILURE = "dstream.stopOnStatefulFailure"
+
 
 class StreamingContext:
     """The entry point for streams: declare input streams and operators, then ``start()``.
@@ -109,17 +121,27 @@ class StreamingContext:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._graph = DStreamGraph(self) if restored is None else restored.graph
         self._bus = ListenerBus()
+        #: the newest batches, for statistics(), plot() and the live views
+        self._statistics = StreamStatistics(self._interval_ms, retained_batches(self._ctx.conf),
+                                            self._input_name)
+        self._bus.add(self._statistics)
+        self._views = StreamViews(self._statistics, self._describe, self._ctx.conf)
         self._state: State = "initialized"
         self._lock = threading.RLock()
         #: signalled when the context stops or a batch fails
         self._waiter = threading.Condition()
         self._stopped = False
         self._error: BaseException | None = None
+        #: while the context stops after a stateful batch failed (awaitTermination waits for the stop)
+        self._failing = False
         self._checkpoint_dir: str | None = None
         self._checkpoint_location: Location | None = None
         #: the checkpoint this context was rebuilt from (getOrCreate), replayed at start()
         self._restored_from = None if restored is None else restored.checkpoint
-        self._scheduler = JobScheduler(self._clock, self._bus, self.report_error, self._on_batch_completed)
+        #: the failed batches of the checkpoint this context was rebuilt from, retried at start()
+        self._restored_failed: list[FailedBatch] = [] if restored is None else failed_batches(restored.checkpoint)
+        self._scheduler = JobScheduler(self._clock, self._bus, self.report_error, self._on_batch_completed,
+                                       on_fatal=self._stop_after_failure)
         self._generator = JobGenerator(self._clock, self._interval_ms, self._graph, self._scheduler,
                                        self.report_error)
         if restored is not None:
@@ -279,6 +301,7 @@ class StreamingContext:
                 raise RuntimeError("StreamingContext has already been stopped")
             self._graph.validate()
             check_functions(self._graph, checkpointing=self._checkpoint_dir is not None)
+            self._scheduler.stop_on_stateful_failure = conf_bool(self._ctx.conf, STOP_ON_STATEFUL_FAILURE, True)
             stateful = [st.name for st in self._graph.all_streams() if st.must_checkpoint]
             if stateful and self._checkpoint_dir is None and self._ctx.checkpoint_dir is None:
                 raise ValueError(f"The checkpoint directory has not been set: {', '.join(stateful)} keep state "
@@ -293,12 +316,20 @@ class StreamingContext:
                 if active is not None and active is not self and active._state == "active":
                     raise RuntimeError("Only one StreamingContext may be started in this process")
                 StreamingContext._active = self
+            try:
+                self._views.start()  # first: a status page whose port is taken stops the start here
+            except BaseException:
+                with StreamingContext._active_lock:
+                    if StreamingContext._active is self:
+                        StreamingContext._active = None
+                raise
             self._bus.start()
             self._scheduler.start()
             if self._restored_from is not None:
                 cp = self._restored_from
                 #: batch times recomputed after the restart
-                self.replayed_times = self._generator.restart(cp.time_ms, cp.pending_times)
+                self.replayed_times = self._generator.restart(cp.time_ms, cp.pending_times, self._restored_failed)
+                self._restored_failed = []
             else:
                 self._generator.start()
             self._state = "active"
@@ -316,6 +347,7 @@ class StreamingContext:
             self._graph.stop()
             self._scheduler.stop(graceful=stopGraceFully)
             self._bus.stop()
+            self._views.stop()
         with StreamingContext._active_lock:
             if StreamingContext._active is self:
                 StreamingContext._active = None
@@ -333,16 +365,155 @@ class StreamingContext:
         """Wait until stopped or ``timeout`` seconds; True if stopped.
 
         As in Spark, a failed batch's error is raised from here as soon as it happens (the context keeps
-        running its later batches); the error carries the user's traceback.
+        running its later batches); the error carries the user's traceback. A failed batch of an output that
+        builds on state kept across batches stops the context (``dstream.stopOnStatefulFailure``): its error
+        is raised once the context has stopped. ``retryFailedBatches`` and ``discardFailedBatches`` clear
+        the error of the batches they handle, so this waits again.
         """
         with self._waiter:
-            self._waiter.wait_for(lambda: self._stopped or self._error is not None, timeout)
+            self._waiter.wait_for(lambda: self._stopped or (self._error is not None and not self._failing),
+                                  timeout)
             if self._error is not None:
                 raise self._error
             return self._stopped
 
     def _on_batch_completed(self, time_ms: int) -> None:
         self._generator.on_batch_completed(time_ms)
+
+    # -- failed batches -------------------------------------------------------------------------------
+    def failedBatches(self) -> list[int]:
+        """The times (ms) of the batches that failed and stay pending, oldest first.
+
+        A batch fails when one of its output operations raises (after ``spark.task.maxFailures`` attempts
+        of a failing task). It is not counted as completed: its recorded input (files, queue items, log
+        lines) stays in the checkpoint and in memory until ``retryFailedBatches`` recomputes it,
+        ``discardFailedBatches`` gives it up, or a restart from the checkpoint recomputes it. On a context
+        rebuilt by ``getOrCreate`` and not started yet: the failed batches of its checkpoint.
+        """
+        with self._lock:
+            if self._state == "initialized":
+                return [f.time_ms for f in self._restored_failed]
+        return [f.time_ms for f in self._scheduler.failed_batches()]
+
+    def retryFailedBatches(self, timeout: float | None = None) -> list[int]:
+        """Recompute the failed batches, oldest first and ahead of new batches; return their times (ms).
+
+        Each takes exactly the input it took before (the same files, read again; the same queue items or
+        log lines) and runs all its output operations again: a file output already committed for the batch
+        is skipped (``_SUCCESS``), a ``foreachRDD`` function runs again. Blocks until they have run (at
+        most ``timeout`` seconds; not when called from an output operation, where they run after it). One
+        that fails again stays failed, and its error is raised from ``awaitTermination`` (the error of the
+        batches retried is cleared first). Before ``start()`` of a rebuilt context, returns the failed
+        batches of its checkpoint, which ``start()`` recomputes first.
+        """
+        with self._lock:
+            state = self._state
+            if state == "initialized":
+                times = [f.time_ms for f in self._restored_failed]
+                if times:
+                    log.info("%d failed batches of the checkpoint are recomputed first when the context starts",
+                             len(times))
+                return times
+        if state == "stopped":
+            raise RuntimeError("this StreamingContext has stopped; restart it from its checkpoint "
+                               "(StreamingContext.getOrCreate), which recomputes its failed batches first")
+        failed = [f.time_ms for f in self._scheduler.failed_batches()]
+        if not failed:
+            return []
+        self._clear_error(failed)
+        queued = self._generator.retry_failed(failed)
+        if queued and not self._scheduler.wait_for_times(queued, timeout) and timeout is not None:
+            log.warning("retryFailedBatches: not all of %d batches ran within %s s; they are still queued",
+                        len(queued), timeout)
+        return queued
+
+    def discardFailedBatches(self) -> list[int]:
+        """Give up the failed batches: their input is never processed. Returns their times (ms), and logs a
+        warning naming each with its input (the files, records). The checkpoint stops listing them, so a
+        restart does not recompute them. On a context rebuilt by ``getOrCreate`` and not started yet: the
+        failed batches of its checkpoint, which ``start()`` then does not recompute.
+        """
+        with self._lock:
+            state = self._state
+            if state == "initialized":
+                dropped, self._restored_failed = self._restored_failed, []
+        if state == "active":
+            dropped = self._scheduler.take_failed()
+        elif state == "stopped":
+            raise RuntimeError("this StreamingContext has stopped; rebuild it from its checkpoint "
+                               "(StreamingContext.getOrCreate) and discard its failed batches before start()")
+        if not dropped:
+            return []
+        times = [f.time_ms for f in dropped]
+        self._clear_error(times)
+        log.warning("discarding %d failed batches; their input is not processed: %s", len(dropped),
+                    "; ".join(f"{batch_name(f.time_ms)} (failed {f.attempts} times: {f.reason}), input: "
+                              f"{self._describe_input(f.time_ms)}" for f in dropped))
+        if state == "active":
+            self._generator.forget_failed()
+        return times
+
+    def _describe_input(self, time_ms: int) -> str:
+        """What the inputs took for a batch: records, and files where the input names them."""
+        parts = []
+        for stream_id, info in sorted(self._graph.input_infos(time_ms).items()):
+            files = info.metadata().get("files")
+            took = ([f"{info.numRecords()} records"] if info.numRecords() or not files else []) + \
+                ([f"files {', '.join(files)}"] if files else [])
+            parts.append(f"{self._graph.inputs[stream_id].name}: {', '.join(took)}")
+        return "; ".join(parts) or "none"
+
+    def _clear_error(self, times_ms: list[int]) -> None:
+        """Forget the reported error when it is one of these batches' (they are retried or given up)."""
+        with self._waiter:
+            if isinstance(self._error, BatchError) and self._error.time_ms in times_ms and not self._stopped:
+                self._error = None
+
+    def _stop_after_failure(self, error: BaseException) -> None:
+        """A failed batch builds on state kept across batches (``dstream.stopOnStatefulFailure``): stop, and
+        raise ``error`` from ``awaitTermination`` once stopped. Runs on the scheduler thread, which runs no
+        further batch; the checkpoints written while stopping list the batch as failed."""
+        with self._waiter:
+            self._error = error  # the reason the context stops, ahead of any earlier batch's error
+            self._failing = True
+        try:
+            self.stop(stopSparkContext=False)
+        finally:
+            with self._waiter:
+                self._failing = False
+                self._waiter.notify_all()
+
+    # -- what a running stream looks like -------------------------------------------------------------
+    def statistics(self) -> "pd.DataFrame":
+        """The newest completed batches (``dstream.ui.retainedBatches``, default 1000), oldest first, as a
+        pandas DataFrame: batch time, records (all inputs, and ``records[<input>]`` per input; NA where a
+        file input did not count), scheduling, processing and total delay (ms), output operations and their
+        durations, attempt, task retries, and whether and why the batch failed. Every batch completed
+        before the call is in it."""
+        self._bus.wait_until_empty()
+        return self._statistics.to_frame()
+
+    @property
+    def uiWebUrl(self) -> str | None:  # noqa: N802 - PySpark's name (SparkContext.uiWebUrl)
+        """The web status page's address while the stream runs with ``dstream.ui.port`` set, else None."""
+        return self._views.web_url
+
+    def plot(self, ax: Any = None) -> Any:
+        """Draw input rate and delays over the retained batches with matplotlib; returns the figure."""
+        self._bus.wait_until_empty()
+        return plot_statistics(self._statistics, ax)
+
+    def _input_name(self, stream_id: int) -> str:
+        inputs = self._graph.inputs
+        return inputs[stream_id].name if 0 <= stream_id < len(inputs) else f"input-{stream_id}"
+
+    def _describe(self) -> dict[str, Any]:
+        """This context as the live views show it (JSON-ready; names only, no secrets)."""
+        return describe_stream(self._state, self._interval_ms, self._graph,
+                               None if self._checkpoint_location is None else repr(self._checkpoint_location))
+
+    def _repr_html_(self) -> str:
+        return html_for_stream(self._describe(), self._statistics)
 
     def __repr__(self) -> str:
         inputs = ", ".join(inp.name for inp in self._graph.inputs) or "none"

@@ -45,6 +45,8 @@ def advance(ssc: StreamingContext, batches: int = 1, timeout: float = 60.0) -> N
     for _ in range(batches):
         clock.advance(ssc.batchDuration)
         if not ssc.wait_for_batch(clock.now_ms(), timeout):
+            if StreamingContext.getActive() is not ssc:
+                raise TimeoutError(f"{batch_name(clock.now_ms())} did not run: the StreamingContext has stopped")
             raise TimeoutError(f"{batch_name(clock.now_ms())} did not finish within {timeout} s")
 
 

@@ -24,15 +24,16 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("driver", ["dstream.driver.*"]),
     ("core", ["dstream.version", "dstream.durations", "dstream.row", "dstream.records", "dstream.conf",
               "dstream.shuffle", "dstream.sql", "dstream.rdd", "dstream.broadcast", "dstream.accumulators",
-              "dstream.sinks"]),
+              "dstream.sinks", "dstream.html"]),
     ("io", ["dstream.io", "dstream.wal", "dstream.sinks.*"]),
-    ("streaming", ["dstream.state", "dstream.dstream", "dstream.sources", "dstream.graph"]),
+    ("streaming", ["dstream.state", "dstream.dstream", "dstream.sources", "dstream.graph", "dstream.views"]),
     ("recovery", ["dstream.recovery"]),
     ("api", ["dstream", "dstream.context", "dstream.streaming", "dstream.testing"]),
     ("demo", ["dstream.demo.*"]),
 ]
 #: third-party modules that may be imported inside a function: optional dependencies, loaded on first use
-OPTIONAL_IMPORTS = {"duckdb", "distributed", "dask", "matplotlib", "rich", "tqdm", "IPython", "s3fs"}
+OPTIONAL_IMPORTS = {"duckdb", "distributed", "dask", "matplotlib", "rich", "tqdm", "IPython", "s3fs", "aiohttp",
+                    "prometheus_client"}
 
 
 def layer_of(module: str) -> int | None:
