@@ -266,12 +266,22 @@ class JobScheduler:
             return sorted((self._failed.pop(t) for t in times), key=lambda f: f.time_ms)
 
     def stop(self, graceful: bool) -> None:
+        """Run no new batch (``graceful``: only those already queued); wait for the thread to end, unless
+        called on it (from an output operation), which ends once the running batch is done."""
         with self._cond:
             self._stopping = "graceful" if graceful else "now"
             if not graceful:
                 self._queue.clear()
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
+        self.join()
+
+    def in_own_thread(self) -> bool:
+        """Whether the caller runs on the scheduler's thread (inside an output operation)."""
+        return threading.current_thread() is self._thread
+
+    def join(self) -> None:
+        """Wait for the scheduler's thread to end (at once from that thread itself)."""
+        if not self.in_own_thread() and self._thread.ident is not None:
             self._thread.join()
 
     def wait_for_batch(self, time_ms: int, timeout: float | None) -> bool:

@@ -336,7 +336,11 @@ class StreamingContext:
             self._bus.post("onStreamingStarted", self._clock.now_ms())
 
     def stop(self, stopSparkContext: bool = True, stopGraceFully: bool = False) -> None:
-        """Stop; gracefully: first finish the batches already due. Stopping twice is harmless."""
+        """Stop generating batches. Not gracefully (the default): the running batch finishes, and the batches
+        queued behind it do not run (they stay pending in the checkpoint, for a restart). Gracefully: the
+        batches already due run first. From any thread; from inside an output operation it returns at once,
+        and the stop completes (the Context stopped last) once that batch, and with ``stopGraceFully`` the
+        batches due, are done: ``awaitTermination`` waits for it. Stopping twice is harmless."""
         with self._lock:
             if self._state == "stopped":
                 return
@@ -345,16 +349,26 @@ class StreamingContext:
         if was_active:
             self._generator.stop(graceful=stopGraceFully)
             self._graph.stop()
-            self._scheduler.stop(graceful=stopGraceFully)
-            self._bus.stop()
-            self._views.stop()
+            self._scheduler.stop(graceful=stopGraceFully)  # from an output operation: does not wait
         with StreamingContext._active_lock:
             if StreamingContext._active is self:
                 StreamingContext._active = None
-        if stopSparkContext:
+        if was_active and self._scheduler.in_own_thread():
+            threading.Thread(target=self._finish_stop, args=(stopSparkContext,), name="dstream-stop",
+                             daemon=True).start()
+        else:
+            self._finish_stop(stopSparkContext)
+
+    def _finish_stop(self, stop_context: bool) -> None:
+        """The rest of a stop, once the scheduler ran its last batch: listeners, views, the Context."""
+        self._scheduler.join()
+        self._bus.stop()
+        self._views.stop()
+        if stop_context:
             self._ctx.stop()
         with self._waiter:
             self._stopped = True
+            self._failing = False
             self._waiter.notify_all()
 
     def awaitTermination(self, timeout: float | None = None) -> None:
@@ -475,13 +489,14 @@ class StreamingContext:
         further batch; the checkpoints written while stopping list the batch as failed."""
         with self._waiter:
             self._error = error  # the reason the context stops, ahead of any earlier batch's error
-            self._failing = True
+            self._failing = True  # until the stop is complete (_finish_stop)
         try:
             self.stop(stopSparkContext=False)
-        finally:
+        except BaseException:
             with self._waiter:
                 self._failing = False
                 self._waiter.notify_all()
+            raise
 
     # -- what a running stream looks like -------------------------------------------------------------
     def statistics(self) -> "pd.DataFrame":
