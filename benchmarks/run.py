@@ -1,6 +1,6 @@
 """Side-by-side benchmarks: one table per part, with ratios and PASS/MISS against each target.
 
-    python benchmarks/run.py              # the full run (about 15-20 minutes on 2 cores)
+    python benchmarks/run.py              # the full run (about 20-25 minutes on 2 cores)
     python benchmarks/run.py --quick      # a smaller smoke run (a few minutes)
     python benchmarks/run.py --parts 1,3  # only some parts
 
@@ -9,6 +9,7 @@
 3. per-batch overhead: empty/tiny batch median < 5 ms; 1,000 x 50 ms light batches p99 < 100 ms
 4. memory: windowed stateful job over 2,000 batches, peak RSS within 10 % from batch 500 to 2,000
 5. growth: throughput against batch size and against workers
+6. the Dask backend (a 2-worker LocalCluster) next to local[2]: word count throughput and per-batch overhead
 
 Tables go to stdout, progress to stderr. The PySpark side runs as a subprocess in its own venv
 (``pyspark_peer.py``); without PySpark the comparison says so and everything else still runs.
@@ -40,15 +41,18 @@ def run_part(number: int, quick: bool) -> list[Table]:
     elif number == 4:
         import memory
         result = memory.part4(quick)
+    elif number == 6:
+        import dask_backend
+        result = dask_backend.part6(quick)
     else:
-        raise ValueError(f"there is no part {number}: parts are 1-5")
+        raise ValueError(f"there is no part {number}: parts are 1-6")
     return result if isinstance(result, list) else [result]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="dstream side-by-side benchmarks")
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
-    parser.add_argument("--parts", default="1,2,3,4,5", help="comma-separated part numbers (default: all)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated part numbers (default: all)")
     parser.add_argument("--inline", action="store_true",
                         help="run the parts in this process (default: each part in a fresh process, so that "
                              "no part's memory or executors carry over into the next)")
@@ -57,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         parts = [int(p) for p in args.parts.split(",") if p.strip()]
     except ValueError:
         parser.error(f"--parts must be numbers like 1,3,5, got {args.parts!r}")
-    if any(p not in range(1, 6) for p in parts):
-        parser.error(f"--parts: there are parts 1-5, got {args.parts!r}")
+    if any(p not in range(1, 7) for p in parts):
+        parser.error(f"--parts: there are parts 1-6, got {args.parts!r}")
     if not args.inline:
         import pyarrow
         import dstream
