@@ -650,13 +650,28 @@ class _KeyedStateDStream(DStream):
                  num_partitions: int | None) -> None:
         super().__init__(parent._ssc, [parent], name=name)
         self._initial = _as_rdd(parent._ssc, initial)
+        #: the initial state's records, once collected for a checkpoint
+        self._initial_records: list | None = None
         self._num_partitions = num_partitions
         self.must_checkpoint = True
         self.must_cache = True
 
+    def _initial_state(self) -> RDD | None:
+        """The initial state (the first batch builds on it); after a restart, from the checkpoint's copy."""
+        records = getattr(self, "_initial_records", None)
+        if self._initial is None and records is not None:
+            self._initial = self._ssc.sparkContext.parallelize(records)
+        return self._initial
+
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["_initial"] = None  # used by the first batch only; a restored stream has snapshots
+        state["_initial"] = None
+        # Until the state has a data snapshot, a restart recomputes from the first batch, which builds on the
+        # initial state: its records go into the checkpoint (collected once). Afterwards snapshots suffice.
+        if self.checkpoint_data:
+            state["_initial_records"] = None
+        elif self._initial is not None and self._initial_records is None:
+            self._initial_records = state["_initial_records"] = self._initial.collect()
         return state
 
 
@@ -671,7 +686,7 @@ class StateDStream(_KeyedStateDStream):
     def _compute(self, time_ms: int) -> RDD | None:
         parent = self.dependencies[0]
         previous = self._get_or_compute(time_ms - self.slide_ms) if time_ms - self.slide_ms > self.zero_ms \
-            else self._initial
+            else self._initial_state()
         ctx = self._ssc.sparkContext
         new = parent._get_or_compute(time_ms) or ctx.emptyRDD()
         n = self._num_partitions or ctx.defaultParallelism
@@ -728,7 +743,8 @@ class _MapWithStateInternal(_KeyedStateDStream):
             states = None if previous is None else materialised(previous).filter(
                 lambda kv: kv[1][1] is not None).mapValues(lambda s: (s[0], s[1]))
         else:
-            states = None if self._initial is None else self._initial.mapValues(lambda v: (v, time_ms))
+            initial = self._initial_state()
+            states = None if initial is None else initial.mapValues(lambda v: (v, time_ms))
         new = parent._get_or_compute(time_ms) or ctx.emptyRDD()
         n = self._num_partitions or ctx.defaultParallelism
         states = states if states is not None else ctx.emptyRDD()

@@ -3,7 +3,9 @@
 """
 from __future__ import annotations
 
+import ast
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +241,49 @@ def test_mapWithState_function_error_reaches_awaitTermination(ssc, tmp_path):
 def test_mapWithState_timeout_must_be_positive(ssc):
     with pytest.raises(ValueError, match="timeout"):
         ssc.queueStream([]).mapWithState(running_sum, timeout=0)
+
+
+def _add_to_state(values, state):
+    return (state or 0) + sum(values)
+
+
+def _sum_with_state(key, value, state):
+    total = (state.get() if state.exists() else 0) + (value or 0)
+    state.update(total)
+    return (key, total)
+
+
+@pytest.mark.parametrize("operator", ["updateStateByKey", "mapWithState"])
+def test_initial_state_survives_a_restart_before_the_first_snapshot(ctx, tmp_path, operator):
+    """The first batch builds on the initial state; a restart before any data snapshot recomputes it, so
+    the checkpoint must carry the initial state (its records) until a snapshot exists."""
+    checkpoint, prefix = str(tmp_path / "cp"), str(tmp_path / "out" / "state")
+
+    def setup() -> StreamingContext:
+        ssc = StreamingContext(ctx, 1.0, clock=ManualClock())
+        ssc.checkpoint(checkpoint)
+        pairs = ssc.queueStream([[("a", 1)], [("a", 2)], [("b", 1)], [("a", 4)]])
+        if operator == "updateStateByKey":
+            state = pairs.updateStateByKey(_add_to_state, initialRDD=[("a", 100)])
+        else:
+            state = pairs.mapWithState(_sum_with_state, initialState=[("a", 100)]).stateSnapshots()
+        state.saveAsTextFiles(prefix)
+        return ssc
+
+    ssc = StreamingContext.getOrCreate(checkpoint, setup)
+    ssc.start()
+    advance(ssc, 2)
+    ssc.stop(stopSparkContext=False)  # no data snapshot yet (every 10 batches)
+
+    def must_not_run():
+        raise AssertionError("setup must not be called when a checkpoint exists")
+
+    restored = StreamingContext.getOrCreate(checkpoint, must_not_run, clock=ManualClock(start=4.0))
+    restored.start()
+    try:
+        assert restored.wait_for_batch(4000, 30)
+    finally:
+        restored.stop(stopSparkContext=False)
+    last = sorted(ast.literal_eval(line) for part in sorted(Path(f"{prefix}-4000").glob("part-*"))
+                  for line in part.read_text().splitlines())
+    assert last == [("a", 107), ("b", 1)]
