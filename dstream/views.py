@@ -67,6 +67,7 @@ def _or_dash(value: Any) -> Any:
 def plot_statistics(statistics: StreamStatistics, ax: Any = None) -> Any:
     """Input rate (records/s) and scheduling, processing and total delay (ms) per batch, over the retained
     batches; two axes stacked, or one given ``ax`` for the delays only. Returns the figure."""
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     frame = statistics.to_frame()
@@ -85,5 +86,6 @@ def plot_statistics(statistics: StreamStatistics, ax: Any = None) -> Any:
     delay_ax.set_ylabel("ms")
     delay_ax.set_xlabel("batch time")
     delay_ax.legend(loc="upper left", fontsize="small")
+    delay_ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     figure.autofmt_xdate()
     return figure

@@ -164,6 +164,20 @@ def test_transform_capturing_the_context_in_a_checkpointed_stream_fails_at_start
     assert "add_reference_data" in str(info.value)
 
 
+def test_transform_capturing_an_rdd_in_a_checkpointed_stream_fails_at_start(own_ctx, tmp_path):
+    """A static RDD joined in a checkpointed stream could not be restored: say so at start, not at restart."""
+    ssc = _checkpointed_ssc(own_ctx, tmp_path)
+    regions = own_ctx.parallelize([(1, "north")])
+
+    def add_region(rdd):
+        return rdd.join(regions)
+
+    ssc.queueStream([[(1, 10)]]).transform(add_region).pprint()
+    with pytest.raises(SerializationError, match="cannot be restored from a checkpoint") as info:
+        ssc.start()
+    assert "add_region" in str(info.value) and "ParallelCollectionRDD" in str(info.value)
+
+
 def test_context_from_the_rdd_inside_a_checkpointed_function_works(own_ctx, tmp_path):
     ssc = _checkpointed_ssc(own_ctx, tmp_path)
     out = collect(ssc.queueStream([[1], [2]]).transform(lambda rdd: rdd.union(rdd.context.parallelize([0]))),
