@@ -142,7 +142,14 @@ class ForgetBatches:
     """Failed batches were given up: forget what was kept for them, and checkpoint without them."""
 
 
-Event = GenerateJobs | ClearMetadata | ReplayBatches | RetryBatches | ForgetBatches
+@dataclass(frozen=True)
+class Flush:
+    """Set ``done`` once every event posted before this one has been handled."""
+
+    done: threading.Event
+
+
+Event = GenerateJobs | ClearMetadata | ReplayBatches | RetryBatches | ForgetBatches | Flush
 
 
 class RecurringTimer:
@@ -200,6 +207,8 @@ class JobScheduler:
         self._failed: dict[int, FailedBatch] = {}
         #: set after a fatal failure: no further batch runs (the queued ones stay pending)
         self._halted = False
+        #: batches queued when a non-graceful stop came: never run here, pending for a restart
+        self._abandoned: list[int] = []
         #: set when the scheduler thread has ended
         self._exited = False
         #: the newest batch time whose jobs have all finished (succeeded or failed)
@@ -245,10 +254,10 @@ class JobScheduler:
             return self._pending()
 
     def _pending(self) -> list[int]:
-        times = [js.time_ms for js in self._queue]
+        times = [js.time_ms for js in self._queue] + self._abandoned
         if self._running is not None:
             times.insert(0, self._running.time_ms)
-        return times
+        return sorted(times)
 
     def outstanding(self) -> tuple[list[int], list[FailedBatch]]:
         """The pending batch times and the failed batches, taken together (a batch is in one or the other)."""
@@ -271,6 +280,8 @@ class JobScheduler:
         with self._cond:
             self._stopping = "graceful" if graceful else "now"
             if not graceful:
+                # not run, but still pending: the checkpoints written from now on list them for a restart
+                self._abandoned += [js.time_ms for js in self._queue]
                 self._queue.clear()
             self._cond.notify_all()
         self.join()
@@ -452,15 +463,24 @@ class JobGenerator:
         self.timer.start(restart)
         return times
 
-    def stop(self, graceful: bool) -> None:
+    def stop_generating(self, graceful: bool) -> None:
+        """Stop the timer. Gracefully, the batches already due on the clock are generated first: this returns
+        once they are queued on the scheduler. The event loop keeps running (``stop_loop``), so the batches
+        the scheduler still runs are checkpointed as they complete."""
         self.timer.stop()
         if graceful:
-            # Batches already due on the clock are generated and run before stopping.
             now = self.clock.now_ms()
             t = (self.last_generated_ms or self.timer.next_time_ms - self.interval_ms) + self.interval_ms
             while t <= now:
                 self.loop.post(GenerateJobs(t))
                 t += self.interval_ms
+        if not self.loop.in_loop() and self.loop.is_running and not self.loop.is_stopped:
+            flushed = threading.Event()
+            self.loop.post(Flush(flushed))
+            flushed.wait()
+
+    def stop_loop(self) -> None:
+        """Stop the event loop once the events posted so far (the last checkpoints) are handled."""
         self.loop.stop(wait=True)
 
     def on_batch_completed(self, time_ms: int) -> None:
@@ -505,6 +525,8 @@ class JobGenerator:
             except BaseException as exc:  # noqa: BLE001 - the caller gets it
                 event.done.set_exception(exc)
                 raise
+        elif isinstance(event, Flush):
+            event.done.set()
         elif isinstance(event, ForgetBatches):
             if self.scheduler.last_completed_ms is not None:
                 self._clear_metadata(self.scheduler.last_completed_ms)

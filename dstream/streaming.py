@@ -54,6 +54,8 @@ class _FunctionPickler(cloudpickle.CloudPickler):
         self.allow_contexts = allow_contexts
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, RDD) and not self.allow_contexts:
+            raise ContextCapturedError(f"RDD {obj!r}")
         if isinstance(obj, (DStream, RDD)):
             return (type(None), ())
         if isinstance(obj, (Context, StreamingContext)):
@@ -82,6 +84,13 @@ def check_functions(graph: DStreamGraph, checkpointing: bool) -> None:
             except SharedVariableInCheckpointError as exc:
                 raise SerializationError(f"the function {what}: {exc}") from None
             except ContextCapturedError as exc:
+                if str(exc).startswith("RDD "):
+                    raise SerializationError(
+                        f"the function {what} captures the {exc}, and this stream is checkpointed: an RDD "
+                        f"belongs to the Context that made it and cannot be restored from a checkpoint. Make "
+                        f"it inside the function (rdd.context.parallelize(...), a file read), keep its data "
+                        f"in a broadcast variable created lazily, or read it from storage (SPARK-5063)."
+                    ) from None
                 raise SerializationError(
                     f"the function {what} captures the "
                     f"{exc}, and this stream is checkpointed: {CONTEXT_ONLY_ON_DRIVER} Get the context "
@@ -347,7 +356,7 @@ class StreamingContext:
             was_active = self._state == "active"
             self._state = "stopped"
         if was_active:
-            self._generator.stop(graceful=stopGraceFully)
+            self._generator.stop_generating(graceful=stopGraceFully)
             self._graph.stop()
             self._scheduler.stop(graceful=stopGraceFully)  # from an output operation: does not wait
         with StreamingContext._active_lock:
@@ -362,6 +371,7 @@ class StreamingContext:
     def _finish_stop(self, stop_context: bool) -> None:
         """The rest of a stop, once the scheduler ran its last batch: listeners, views, the Context."""
         self._scheduler.join()
+        self._generator.stop_loop()  # after the last batch: its completion is checkpointed
         self._bus.stop()
         self._views.stop()
         if stop_context:

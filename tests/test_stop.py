@@ -103,3 +103,22 @@ def test_stopping_from_two_threads_at_once_is_harmless():
             t.join(10)
         assert not any(t.is_alive() for t in threads)
         assert ssc.awaitTerminationOrTimeout(5)
+
+
+def test_the_batches_a_graceful_stop_runs_are_checkpointed(tmp_path):
+    """The batches still queued when a graceful stop begins complete after it: the last checkpoint says so
+    (a restart does not run them again)."""
+    ctx = Context("threads[2]")
+    clock = ManualClock()
+    ssc = StreamingContext(ctx, 1.0, clock=clock)
+    ssc.checkpoint(str(tmp_path / "cp"))
+    _SLOW.update(running=threading.Event(), release=threading.Event(), ran=[])
+    ssc.queueStream([], default=ctx.parallelize([1])).foreachBatch(_slow_output)
+    ssc.start()
+    clock.advance(4.0)
+    assert _SLOW["running"].wait(10)
+    threading.Timer(0.3, _SLOW["release"].set).start()
+    ssc.stop(stopGraceFully=True)
+    assert _SLOW["ran"] == [1000, 2000, 3000, 4000]
+    header = read_header(str(tmp_path / "cp"))
+    assert header["last_completed_ms"] == 4000 and header["pending_times"] == []
