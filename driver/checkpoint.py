@@ -18,7 +18,9 @@ key, one warning per process says that checkpoints are unsigned.
 Writing: on a local disk to a temporary name, then renamed; on a store without rename (S3, GCS, ...) in one
 PUT under the final name, which readers never see half of. The newest ``keep`` are kept. Reading lists
 the directory afresh (no cached listing), goes newest first and skips a damaged file (torn, truncated:
-length or checksum mismatch) with a warning naming it.
+length or checksum mismatch) with a warning naming it. When every checkpoint file is damaged, reading
+raises ``UnreadableCheckpointError`` naming each, rather than reporting "no checkpoint": a silent fresh
+start would lose the job's state and the input already there (``on_unreadable="fresh"`` asks for it).
 """
 from __future__ import annotations
 
@@ -70,6 +72,33 @@ class CheckpointError(RuntimeError):
 class CheckpointSignatureError(CheckpointError):
     """A checkpoint (or another signed object) fails verification against the key; nothing of it was
     unpickled."""
+
+
+#: what ``read_latest`` does when checkpoint files exist but none can be read
+ON_UNREADABLE = ("raise", "fresh")
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """Checkpoint files exist in a directory, but not one of them can be read (damaged, truncated, not a
+    checkpoint), so there is nothing to restore. ``files`` holds each file's URL and why it cannot be read.
+
+    Starting afresh instead would lose the job's state and, since file streams take only the files that
+    arrive after they start, every input file already there: the caller has to ask for that.
+    """
+
+    def __init__(self, directory: str, files: list[tuple[str, str]]) -> None:
+        #: the checkpoint directory's URL
+        self.directory = directory
+        #: (URL, why it cannot be read) for each checkpoint file, newest first
+        self.files = list(files)
+        listing = "\n".join(f"  {url}: {why}" for url, why in self.files)
+        super().__init__(
+            f"none of the {len(self.files)} checkpoint files in {directory} can be read, so nothing can be "
+            f"restored:\n{listing}\n"
+            f"To start the job afresh from its setup function anyway, pass onUnreadable=\"fresh\" to "
+            f"StreamingContext.getOrCreate (the files are left where they are; the job's state starts from "
+            f"nothing, and file streams ignore the files already in their directories); or move the "
+            f"checkpoint files away, keeping them if you want to inspect them.")
 
 
 @dataclass
@@ -220,7 +249,7 @@ def encode(cp: Checkpoint, dstream_version: str, key: bytes | str | None = None)
 def _parse_header(data: bytes, name: str) -> tuple[dict[str, Any], int]:
     """The header of a checkpoint file's first bytes, and where the payload starts; ValueError if damaged."""
     if not data.startswith(MAGIC):
-        raise ValueError(f"{name} is not a dstream checkpoint (bad magic)")
+        raise ValueError(f"{name}: not a dstream checkpoint (bad magic)")
     start = len(MAGIC)
     if len(data) < start + 4:
         raise ValueError(f"{name}: damaged or truncated (no header)")
@@ -379,17 +408,30 @@ def checkpoint_times(where: str | Location | fsspec.AbstractFileSystem, path: st
     return sorted(times, reverse=True)
 
 
+def _why(exc: BaseException, url: str) -> str:
+    """An error's message without the file's URL in front (it is named once, before it)."""
+    text = str(exc)
+    return text[len(url) + 2:] if text.startswith(f"{url}: ") else text
+
+
 def read_latest(directory: str | Location, storage_options: Mapping[str, Any] | None = None,
-                key: bytes | str | None = None) -> Checkpoint | None:
-    """The newest readable checkpoint under ``directory``; None when there is none.
+                key: bytes | str | None = None, on_unreadable: str = "raise") -> Checkpoint | None:
+    """The newest readable checkpoint under ``directory``; None when there is no checkpoint file.
 
     ``key`` verifies signatures (``None``: the key in ``$DSTREAM_CHECKPOINT_KEY``, if any). A damaged or
-    truncated file is skipped with a warning naming it; an incompatible one raises CheckpointError, and one
-    that fails verification ``CheckpointSignatureError`` (restoring an older one would silently roll the job
-    back).
+    truncated file (or one that is not a checkpoint) is skipped, with a warning naming it, when an older
+    one can be read. When checkpoint files exist but none can be read, ``on_unreadable`` decides:
+    ``"raise"`` (the default) raises ``UnreadableCheckpointError`` naming each file and why;
+    ``"fresh"`` logs a warning naming them and returns None (the caller starts afresh; the files stay).
+    An incompatible file raises CheckpointError, and one that fails verification
+    ``CheckpointSignatureError`` (restoring an older one would silently roll the job back).
     """
+    if on_unreadable not in ON_UNREADABLE:
+        raise ValueError(f"on_unreadable must be one of {', '.join(map(repr, ON_UNREADABLE))}, "
+                         f"got {on_unreadable!r}")
     location = Location.of(directory, storage_options)
     key = _key_bytes(key) if key is not None else checkpoint_key()
+    damaged: list[tuple[str, str]] = []
     for t in checkpoint_times(location):
         file = location.join(f"checkpoint-{t}")
         try:
@@ -397,9 +439,21 @@ def read_latest(directory: str | Location, storage_options: Mapping[str, Any] | 
         except FileNotFoundError:
             continue  # pruned since the listing
         try:
-            return decode(data, file.url, key, expect_time_ms=t)
+            cp = decode(data, file.url, key, expect_time_ms=t)
         except ValueError as exc:
-            log.warning("skipping damaged checkpoint %s: %s", file.url, exc)
+            damaged.append((file.url, _why(exc, file.url)))
+            continue
+        for url, why in damaged:
+            log.warning("skipping damaged checkpoint %s: %s", url, why)
+        return cp
+    if not damaged:
+        return None
+    error = UnreadableCheckpointError(location.url, damaged)
+    if on_unreadable == "raise":
+        raise error
+    log.warning("none of the %d checkpoint files in %s can be read; starting afresh, as asked "
+                "(onUnreadable=\"fresh\"), and leaving them there:\n%s", len(damaged), location.url,
+                "\n".join(f"  {url}: {why}" for url, why in damaged))
     return None
 
 

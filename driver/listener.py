@@ -320,6 +320,67 @@ class _Millis(int):
         return int(self)
 
 
+class ReceiverInfo:
+    """A receiver's state, as PySpark's listener sees it in ``onReceiverStarted``, ``onReceiverError`` and
+    ``onReceiverStopped`` (Spark's ``ReceiverInfo``); immutable.
+
+    dstream's receivers run in the driver process: ``executorId()`` is ``"driver"`` and ``location()`` the
+    driver's host name. ``lastErrorTime()`` is in milliseconds of the streaming clock, -1 without an error.
+    """
+
+    __slots__ = ("_stream_id", "_name", "_active", "_location", "_executor_id", "_last_error_message",
+                 "_last_error", "_last_error_time")
+
+    def __init__(self, stream_id: int, name: str, active: bool, location: str, executor_id: str = "driver",
+                 last_error_message: str = "", last_error: str = "", last_error_time: int = -1) -> None:
+        self._stream_id = stream_id
+        self._name = name
+        self._active = active
+        self._location = location
+        self._executor_id = executor_id
+        self._last_error_message = last_error_message
+        self._last_error = last_error
+        self._last_error_time = last_error_time
+
+    def streamId(self) -> int:
+        """The receiver's input stream id (its position among the context's input streams)."""
+        return self._stream_id
+
+    def name(self) -> str:
+        """The receiving input stream's name, e.g. ``socketTextStream(localhost:9999)``."""
+        return self._name
+
+    def active(self) -> bool:
+        """Whether the receiver runs (it keeps retrying after an error; False once stopped)."""
+        return self._active
+
+    def location(self) -> str:
+        """The host the receiver runs on (the driver's)."""
+        return self._location
+
+    def executorId(self) -> str:
+        """Where the receiver runs: ``"driver"``."""
+        return self._executor_id
+
+    def lastErrorMessage(self) -> str:
+        """What failed last, e.g. ``cannot connect to localhost:9999``; empty without an error."""
+        return self._last_error_message
+
+    def lastError(self) -> str:
+        """The last error's type and message, e.g. ``ConnectionRefusedError: [Errno 111] Connection
+        refused``; empty without an error."""
+        return self._last_error
+
+    def lastErrorTime(self) -> int:
+        """When the last error happened (ms of the streaming clock); -1 without an error."""
+        return self._last_error_time
+
+    def __repr__(self) -> str:
+        error = f", lastErrorMessage={self._last_error_message!r}, lastError={self._last_error!r}" \
+            if self._last_error_message or self._last_error else ""
+        return f"ReceiverInfo(streamId={self._stream_id}, name={self._name!r}, active={self._active}{error})"
+
+
 class StreamingListenerEvent:
     """Base of the events handed to a ``StreamingListener``."""
 
@@ -396,9 +457,44 @@ class StreamingListenerOutputOperationCompleted(_OutputOperationEvent):
     __slots__ = ()
 
 
+class _ReceiverEvent(StreamingListenerEvent):
+    __slots__ = ("_info",)
+
+    def __init__(self, info: ReceiverInfo) -> None:
+        self._info = info
+
+    def receiverInfo(self) -> ReceiverInfo:
+        """The receiver's state when the event was posted."""
+        return self._info
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._info!r})"
+
+
+class StreamingListenerReceiverStarted(_ReceiverEvent):
+    """``onReceiverStarted``'s event: a receiver started (before it connects)."""
+
+    __slots__ = ()
+
+
+class StreamingListenerReceiverError(_ReceiverEvent):
+    """``onReceiverError``'s event: a receiver could not connect, or lost its connection; it retries."""
+
+    __slots__ = ()
+
+
+class StreamingListenerReceiverStopped(_ReceiverEvent):
+    """``onReceiverStopped``'s event: a receiver stopped (with the context, or after a fatal error)."""
+
+    __slots__ = ()
+
+
 #: the event each listener method receives, made from what the driver posts
 _EVENTS: dict[str, type] = {
     "onStreamingStarted": StreamingListenerStreamingStarted,
+    "onReceiverStarted": StreamingListenerReceiverStarted,
+    "onReceiverError": StreamingListenerReceiverError,
+    "onReceiverStopped": StreamingListenerReceiverStopped,
     "onBatchSubmitted": StreamingListenerBatchSubmitted,
     "onBatchStarted": StreamingListenerBatchStarted,
     "onBatchCompleted": StreamingListenerBatchCompleted,
@@ -419,8 +515,9 @@ class StreamingListener:
 
     Batch events have ``batchInfo()`` (a ``BatchInfo``), output operation events
     ``outputOperationInfo()`` (an ``OutputOperationInfo``), ``onStreamingStarted``'s event ``time``
-    (ms). Events arrive in order on one listener thread. There are no receivers, so the receiver
-    methods are never called.
+    (ms), receiver events ``receiverInfo()`` (a ``ReceiverInfo``: ``socketTextStream``'s receiver reports
+    its start and stop, and every failed connection attempt or lost connection as ``onReceiverError``).
+    Events arrive in order on one listener thread.
     """
 
     def onStreamingStarted(self, streamingStarted: Any) -> None: ...
@@ -466,8 +563,8 @@ class ListenerBus:
             self._thread.start()
 
     def post(self, method: str, info: Any) -> None:
-        """Queue the event of listener method ``method`` for ``info`` (a BatchInfo, OutputOperationInfo
-        or, for ``onStreamingStarted``, a time in ms). The info is copied now, so a listener sees it as
+        """Queue the event of listener method ``method`` for ``info`` (a BatchInfo, OutputOperationInfo,
+        ReceiverInfo or, for ``onStreamingStarted``, a time in ms). The info is copied now, so a listener sees it as
         it was when posted; with no listener, nothing is copied or queued."""
         if not self.has_listeners():
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import fsspec
@@ -82,6 +83,23 @@ def file_version(entry: Mapping[str, Any]) -> str:
     modified = next((entry[k] for k in MODIFIED_FIELDS if entry.get(k) is not None), None)
     content = next((entry[k] for k in CONTENT_FIELDS if entry.get(k)), None)
     return f"{entry.get('size')}|{modified}|{content}"
+
+
+def modified_time(entry: Mapping[str, Any]) -> float | None:
+    """A file's modification time in seconds since the epoch, as an ``ls(detail=True)`` entry gives it (a
+    number, a ``datetime`` or an ISO string, by filesystem); None when the entry has none."""
+    value = next((entry[k] for k in MODIFIED_FIELDS if entry.get(k) is not None), None)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).timestamp()
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 class Location:

@@ -7,8 +7,10 @@ Values are stored as strings, as Spark stores them; setters return the conf, so 
 
 Keys dstream reads: ``spark.master``, ``spark.app.name``, ``spark.default.parallelism``,
 ``spark.task.maxFailures`` and ``dstream.task.*`` (task retries, see ``driver.retries.TaskRetries``), the
-``dstream.speculation*`` keys (see ``executors.base.SpeculationConf``) and ``dstream.stopOnStatefulFailure``
-(``StreamingContext``); other keys are kept for the user.
+``dstream.speculation*`` keys (see ``executors.base.SpeculationConf``), ``dstream.stopOnStatefulFailure``
+(``StreamingContext``), and the receivers' rate limits ``spark.streaming.receiver.maxRate`` and
+``spark.streaming.backpressure.*`` (or their ``dstream.`` equivalents; see ``driver.rate``); other keys are
+kept for the user.
 """
 from __future__ import annotations
 

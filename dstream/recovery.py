@@ -128,15 +128,16 @@ class Restored:
 
 
 def read_checkpoint(directory: str | Location, storage_options: Mapping[str, Any] | None = None,
-                    key: bytes | str | None = None) -> Restored | None:
+                    key: bytes | str | None = None, on_unreadable: str = "raise") -> Restored | None:
     """The newest readable checkpoint under ``directory`` with its graph, or None when there is none.
 
     ``key`` verifies the checkpoint's signature before anything is unpickled (``None``: the key in
     ``$DSTREAM_CHECKPOINT_KEY``, if any). Raises ``CheckpointError`` when a checkpoint exists but cannot be
     restored (another dstream version, or changed code), ``CheckpointSignatureError`` when it fails
-    verification."""
+    verification, ``UnreadableCheckpointError`` when checkpoint files exist but none can be read (with
+    ``on_unreadable="fresh"``: a warning, and None)."""
     location = Location.of(directory, storage_options)
-    cp = read_latest(location, key=key)
+    cp = read_latest(location, key=key, on_unreadable=on_unreadable)
     if cp is None:
         return None
     graph = unpickle(cp.graph, f"the DStream graph of the checkpoint of {batch_name(cp.time_ms)} in {location}")

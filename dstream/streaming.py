@@ -226,7 +226,8 @@ class StreamingContext:
         """A stream of the given RDDs (or lists): one per batch, or all at once; then ``default`` or empty."""
         return QueueInputDStream(self, rdds, oneAtATime, default)
 
-    def textFileStream(self, directory: str, storage_options: dict[str, Any] | None = None) -> DStream:
+    def textFileStream(self, directory: str, storage_options: dict[str, Any] | None = None,
+                       maxFilesPerTrigger: int | None = None) -> DStream:
         """Lines of the new text files in ``directory`` (a local path or any fsspec URL: ``s3://``, ...).
 
         A file counts once, in the batch in which it appears (a file replaced under the same name counts
@@ -237,19 +238,27 @@ class StreamingContext:
         environment apply (``AWS_*``, ``FSSPEC_S3_*``). Secrets are left out of checkpoints: a restored
         stream takes them from the environment.
         ``memory://`` works only with the thread executor, whose tasks share the driver's memory.
+        ``maxFilesPerTrigger`` (Structured Streaming's option) takes at most that many new files a batch,
+        the oldest first (by modification time, then name); the others wait for later batches (also across
+        a restart from the checkpoint), none is dropped.
         """
-        return FileInputDStream(self, directory, "textFileStream", storage_options=storage_options)
+        return FileInputDStream(self, directory, "textFileStream", storage_options=storage_options,
+                                max_files_per_trigger=maxFilesPerTrigger)
 
     def binaryRecordsStream(self, directory: str, recordLength: int,
-                            storage_options: dict[str, Any] | None = None) -> DStream:
+                            storage_options: dict[str, Any] | None = None,
+                            maxFilesPerTrigger: int | None = None) -> DStream:
         """Fixed-length byte records of the new files in ``directory`` (as ``textFileStream``)."""
         if not isinstance(recordLength, int) or recordLength < 1:
             raise ValueError(f"recordLength must be a positive integer, got {recordLength!r}")
         return FileInputDStream(self, directory, "binaryRecordsStream", recordLength,
-                                storage_options=storage_options)
+                                storage_options=storage_options, max_files_per_trigger=maxFilesPerTrigger)
 
     def socketTextStream(self, hostname: str, port: int, storageLevel: Any = None) -> DStream:
-        """Lines received from a TCP server at ``hostname:port``."""
+        """Lines received from a TCP server at ``hostname:port``. The receiver takes at most
+        ``spark.streaming.receiver.maxRate`` lines a second (conf; default no limit), and with
+        ``spark.streaming.backpressure.enabled`` at most what the batches show the processing sustains
+        (``dstream.driver.rate``); over the rate it stops reading, so TCP makes the sender wait."""
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
         return SocketInputDStream(self, hostname, port)
@@ -555,8 +564,8 @@ class StreamingContext:
 
     @classmethod
     def getOrCreate(cls, checkpointPath: str | Location | None, setupFunc: Callable[[], "StreamingContext"],
-                    clock: Clock | None = None,
-                    storage_options: Mapping[str, Any] | None = None) -> "StreamingContext":
+                    clock: Clock | None = None, storage_options: Mapping[str, Any] | None = None,
+                    onUnreadable: Literal["raise", "fresh"] = "raise") -> "StreamingContext":
         """Rebuild the context from the newest readable checkpoint under ``checkpointPath``; when there is
         none, call ``setupFunc()`` (which declares the streams) and checkpoint the context it returns to
         ``checkpointPath``, as PySpark does. ``storage_options`` (fsspec's) open ``checkpointPath``.
@@ -566,12 +575,20 @@ class StreamingContext:
         and those that fell due while it was down, then goes on. Raises ``CheckpointError`` when a
         checkpoint exists but cannot be restored (another dstream version, or changed code).
 
+        A damaged newest checkpoint is skipped, with a warning, for the newest one that can be read. When
+        checkpoint files exist but not one can be read, ``onUnreadable`` decides: ``"raise"`` (the
+        default) raises ``UnreadableCheckpointError`` (a ``CheckpointError``) naming each file and why,
+        and ``setupFunc`` is not called; ``"fresh"`` logs a warning naming them and calls ``setupFunc()``
+        (the files are left there; the new context's checkpoints are written next to them).
+
         Signed checkpoints are verified, before anything is unpickled, with the ``dstream.checkpoint.key``
         of the active Context's conf, else ``$DSTREAM_CHECKPOINT_KEY``; a checkpoint that fails (or is
         unsigned while a key is set) raises ``CheckpointSignatureError`` naming it.
         """
+        _check_on_unreadable(onUnreadable)
         if checkpointPath is not None:
-            restored = read_checkpoint(checkpointPath, storage_options, key=_restore_key())
+            restored = read_checkpoint(checkpointPath, storage_options, key=_restore_key(),
+                                       on_unreadable=onUnreadable)
             if restored is not None:
                 cp = restored.checkpoint
                 ctx = Context.getOrCreate(cp.master or "local[*]", conf=cp.conf)
@@ -590,12 +607,22 @@ class StreamingContext:
 
     @classmethod
     def getActiveOrCreate(cls, checkpointPath: str | Location | None, setupFunc: Callable[[], "StreamingContext"],
-                          storage_options: Mapping[str, Any] | None = None) -> "StreamingContext":
-        """The active context, else ``getOrCreate(checkpointPath, setupFunc, storage_options=...)``."""
+                          storage_options: Mapping[str, Any] | None = None,
+                          onUnreadable: Literal["raise", "fresh"] = "raise") -> "StreamingContext":
+        """The active context, else ``getOrCreate(checkpointPath, setupFunc, storage_options=...,
+        onUnreadable=...)``."""
+        _check_on_unreadable(onUnreadable)
         active = cls.getActive()
         if active is not None:
             return active
-        return cls.getOrCreate(checkpointPath, setupFunc, storage_options=storage_options)
+        return cls.getOrCreate(checkpointPath, setupFunc, storage_options=storage_options,
+                               onUnreadable=onUnreadable)
+
+
+def _check_on_unreadable(value: Any) -> None:
+    if value not in ("raise", "fresh"):
+        raise ValueError(f'onUnreadable must be "raise" (the default: an error when no checkpoint file can be '
+                         f'read) or "fresh" (start from setupFunc anyway), got {value!r}')
 
 
 def _restore_key() -> bytes | None:

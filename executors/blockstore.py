@@ -81,11 +81,16 @@ class SharedDirBlockStore(BlockStore):
     half-written block.
     """
 
+    #: a driver's block directory is ``<root>/dstream-blocks-<pid>-<start>-<random>``: the driver's pid and
+    #: its start time (``/proc/<pid>/stat``'s, in clock ticks since boot; 0 where unknown), so that a
+    #: directory is known as an orphan once that process is gone, even when its pid is in use again
     PREFIX = "dstream-blocks-"
 
     def __init__(self, directory: str | None = None) -> None:
         if directory is None:
-            directory = os.path.join(_default_root(), f"{self.PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            pid = os.getpid()
+            directory = os.path.join(_default_root(),
+                                     f"{self.PREFIX}{pid}-{_start_time(pid) or 0}-{uuid.uuid4().hex[:8]}")
             os.makedirs(directory, exist_ok=True)
             self.owner = True
         else:
@@ -134,26 +139,66 @@ class SharedDirBlockStore(BlockStore):
             shutil.rmtree(self.directory, ignore_errors=True)
 
     @classmethod
-    def remove_orphans(cls) -> None:
-        """Delete block directories left by driver processes that no longer exist."""
+    def remove_orphans(cls) -> list[str]:
+        """Delete the block directories of driver processes that no longer run (killed ones leave theirs);
+        return their paths. Every process-pool driver calls this when it starts. A driver is gone when no
+        process has its pid, when that process is a zombie (killed, not yet reaped by its parent), or when
+        the process with its pid started at another time than the one in the directory's name (the pid
+        was given to a new process)."""
         root = _default_root()
-        for name in os.listdir(root):
+        removed = []
+        try:
+            names = os.listdir(root)
+        except OSError:
+            return removed
+        for name in names:
             if not name.startswith(cls.PREFIX):
                 continue
+            parts = name[len(cls.PREFIX):].split("-")
             try:
-                pid = int(name[len(cls.PREFIX):].split("-")[0])
+                pid = int(parts[0])
+                # "<pid>-<start>-<random>"; "<pid>-<random>" (older versions): no start time to compare
+                started = int(parts[1]) if len(parts) >= 3 else 0
             except ValueError:
                 continue
-            if not _pid_alive(pid):
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            if not _owner_alive(pid, started):
+                path = os.path.join(root, name)
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); None without one."""
     try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_time(pid: int, fields: list[str] | None = None) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc``); None where that is not known."""
+    fields = _proc_stat(pid) if fields is None else fields
+    try:
+        return int(fields[19]) if fields is not None else None  # field 22 of the stat line, starttime
+    except (IndexError, ValueError):
+        return None
+
+
+def _owner_alive(pid: int, started: int = 0) -> bool:
+    """Whether the process that made a block directory still runs: ``pid`` is a live process (not a
+    zombie) and, when ``started`` (its start time in clock ticks) is known, it started then."""
+    fields = _proc_stat(pid)
+    if fields is not None:
+        if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent
+            return False
+        return not started or _start_time(pid, fields) in (None, started)
+    try:  # no /proc (or not readable there): whether the pid exists
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # another user's process
         return True
     return True
 

@@ -8,7 +8,10 @@ Results that are Arrow tables come back as Arrow IPC bytes; bigger data (cached 
 buckets) goes through the shared-directory block store, memory-mapped by whoever reads it. A worker that
 dies mid-task is replaced and its task retried on another worker, up to ``max_attempts`` times; blocks it
 wrote stay in the shared directory, and a block that is missing anyway is recomputed by the task that
-needs it. Workers watch their parent and exit when the driver dies, so a killed driver leaves no orphans.
+needs it. Workers exit as soon as the driver dies, by ``SIGKILL`` too: a thread of each worker waits for
+the kernel to hang up the driver's end of its socket (``_watch_parent``), so a killed driver leaves no
+orphans; the next driver to start on the machine removes the block directory it left
+(``SharedDirBlockStore.remove_orphans``).
 
 With speculation on (``SpeculationConf``), ``run_tasks`` gives a straggling task of its stage one backup
 copy on an idle worker; the first copy to finish sets the task's result and the other's is discarded
@@ -27,6 +30,7 @@ import itertools
 import logging
 import os
 import pickle
+import select
 import socket
 import subprocess
 import sys
@@ -52,11 +56,44 @@ from dstream.executors.pool_state import (AbortTask, AcceptResult, CancelTask, E
 log = logging.getLogger(__name__)
 
 
-def _watch_parent(parent_pid: int) -> None:
+#: seconds between two looks at the parent pid, the fallback where the socket cannot be watched for a hang-up
+PARENT_POLL = 0.05
+
+
+def _exit_now() -> None:
+    """End the worker at once: the driver is gone (or closed its socket), so nobody wants what it does.
+    No interpreter shutdown: that would wait for threads a task left running and run slow finalizers."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stream: nothing to keep
+            pass
+    os._exit(0)
+
+
+def _watch_parent(parent_pid: int, fd: int | None = None) -> None:
+    """Exit when the driver dies, even while a task runs. The driver holds the only other end of the
+    worker's socket, so the kernel hangs it up the moment the driver dies, by ``SIGKILL`` too:
+    ``POLLRDHUP`` on it wakes this thread without reading (the main thread reads the tasks). A change of
+    parent pid, looked at every ``PARENT_POLL`` seconds, is the fallback (no ``POLLRDHUP``, or another
+    process holding the driver's end)."""
+    rdhup = getattr(select, "POLLRDHUP", None)
+    poller = None
+    if fd is not None and rdhup is not None and hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, rdhup)
     while True:
         if os.getppid() != parent_pid:
-            os._exit(0)
-        time.sleep(0.2)
+            _exit_now()
+        if poller is None:
+            time.sleep(PARENT_POLL)
+            continue
+        try:
+            events = poller.poll(PARENT_POLL * 1000)
+        except OSError:
+            events = []
+        if any(mask & (rdhup | select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
+            _exit_now()
 
 
 def _encode_result(task_id: int, result: object) -> bytes:
@@ -66,13 +103,13 @@ def _encode_result(task_id: int, result: object) -> bytes:
 
 def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
     """The loop of one worker process: receive a task, run it, send back its result or error."""
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(parent_pid, conn.fileno()), daemon=True).start()
     store = SharedDirBlockStore(store_dir)
     while True:
         try:
             message = conn.recv_bytes()
         except (EOFError, OSError):
-            return
+            _exit_now()  # the driver closed its end (shutdown) or died
         task_id, payload = pickle.loads(message)
         try:
             task = serialization.loads(payload)
@@ -90,7 +127,7 @@ def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
         try:
             conn.send_bytes(reply)
         except OSError:
-            return  # the driver is gone (killed): exit quietly, as the parent watchdog would
+            _exit_now()  # the driver is gone (killed): exit quietly, as the parent watchdog would
 
 
 @dataclass
