@@ -55,6 +55,8 @@ def summarise(raw_path: str, top: int) -> str:
             if not line or " " not in line:
                 continue
             stack, count = line.rsplit(" ", 1)
+            if not count.isdigit():
+                continue  # a process title with a newline in it (python -c "...") splits a line
             frames = stack.split(";")
             procs = [fr for fr in frames if fr.startswith("process ")]
             kind = "worker" if procs and "executors.processes" in procs[-1] else "driver"

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 import hotspots  # noqa: E402
+import scaling  # noqa: E402
 import workload  # noqa: E402
 import wordcount  # noqa: E402
 
@@ -49,6 +50,24 @@ def test_raw_pyarrow_baseline_counts_every_word():
     with ThreadPoolExecutor(2) as pool:
         result = wordcount.raw_pyarrow([table], pool)
     assert result["check"] == list(workload.expected_counts(workload.batch_seed(5), 3_001))
+
+
+def test_raw_pyarrow_on_n_slices_counts_every_word():
+    table = wordcount.batch_table(6, 1_003)
+    with ThreadPoolExecutor(3) as pool:
+        result = wordcount.raw_pyarrow([table], pool, 3)
+    assert result["check"] == list(workload.expected_counts(workload.batch_seed(6), 1_003))
+
+
+def test_scaling_sweep_helpers():
+    assert scaling.default_workers(16) == [1, 2, 4, 8, 16]
+    assert scaling.default_workers(2) == [1, 2]
+    assert scaling.default_workers(6) == [1, 2, 4, 6]
+    assert scaling.workers_label(2, 2) == "2" and "oversubscribed" in scaling.workers_label(4, 2)
+    assert scaling.ratio_cell(0.8, 1.0) == ("0.80x", "PASS")
+    assert scaling.ratio_cell(0.79, 1.0) == ("0.79x", "MISS")
+    assert scaling.overhead_verdict("local[16]", 1.5, 9.9) == ("median < 2; p99 < 10", "PASS; PASS")
+    assert scaling.overhead_verdict("threads[2]", 1.5, 12.0) == ("median < 1; p99 < 10", "MISS; MISS")
 
 
 def test_the_columnar_function_yields_one_pair_per_word():

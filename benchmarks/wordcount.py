@@ -95,13 +95,15 @@ def _count_half(table: pa.Table) -> pa.Table:
     return kv.group_by("key", use_threads=False).aggregate([("value", "sum")])
 
 
-def raw_pyarrow(tables: list[pa.Table], pool: ThreadPoolExecutor) -> dict:
-    """The same word count with no engine: two threads on the two halves of each batch, then a merge."""
+def raw_pyarrow(tables: list[pa.Table], pool: ThreadPoolExecutor, slices: int = 2) -> dict:
+    """The same word count with no engine: the pool's threads on ``slices`` even slices of each batch (two
+    halves by default), then a merge."""
     start = time.perf_counter()
     merged = None
     for table in tables:
-        half = table.num_rows // 2
-        parts = list(pool.map(_count_half, [table.slice(0, half), table.slice(half)]))
+        bounds = [table.num_rows * k // slices for k in range(slices + 1)]
+        pieces = [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:])]
+        parts = list(pool.map(_count_half, pieces))
         merged = (pa.concat_tables(parts).group_by("key", use_threads=False)
                   .aggregate([("value_sum", "sum")]).rename_columns(["key", "value"]))
     elapsed = time.perf_counter() - start
@@ -112,10 +114,10 @@ def raw_pyarrow(tables: list[pa.Table], pool: ThreadPoolExecutor) -> dict:
 # -- the engine ------------------------------------------------------------------------------------------
 
 
-def cached_inputs(ctx, tables: list[pa.Table]) -> list:
+def cached_inputs(ctx, tables: list[pa.Table], partitions: int = 2) -> list:
     rdds = []
     for table in tables:
-        rdd = ctx.parallelize(table, 2).cache()
+        rdd = ctx.parallelize(table, partitions).cache()
         rdd.count()
         rdds.append(rdd)
     return rdds
@@ -129,13 +131,15 @@ def warm_up(ctx) -> None:
 
 
 def engine_stream(ctx, tables: list[pa.Table], form: str, interval: float = 0.02, timeout: float = 900.0,
-                  on_start: Callable[[], None] | None = None, on_done: Callable[[], None] | None = None) -> dict:
-    """Time one stream run of ``form`` over ``tables`` from ``ssc.start()`` to the last batch's result.
+                  on_start: Callable[[], None] | None = None, on_done: Callable[[], None] | None = None,
+                  partitions: int = 2) -> dict:
+    """Time one stream run of ``form`` over ``tables`` (each batch an RDD of ``partitions`` partitions) from
+    ``ssc.start()`` to the last batch's result.
 
     ``on_start`` / ``on_done`` run just before ``ssc.start()`` and after the last result (hotspots.py
     samples between them)."""
     from dstream import StreamingContext
-    rdds = cached_inputs(ctx, tables)
+    rdds = cached_inputs(ctx, tables, partitions)
     n = len(rdds)
     columnar = form.startswith("columnar")
     results: list[tuple[float, Any]] = []

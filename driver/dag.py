@@ -103,6 +103,12 @@ class TaskRecord:
     worker: int
 
 
+def _timed_split(make: Callable[[int], Callable[[TaskContext], Any]], tc: TaskContext) -> TimedResult:
+    """Run on the executor: the function ``make`` gives for this task's partition, timed. Every task of a
+    stage shares one such function, so an executor can pickle (and a worker unpickle) it once a stage."""
+    return _timed(make(tc.partition_id), tc)
+
+
 def _timed(fn: Callable[[TaskContext], Any], tc: TaskContext) -> TimedResult:
     """Run on the executor: the task's result with its timing and its accumulator updates."""
     start = time.time()
@@ -146,7 +152,8 @@ class DAGScheduler:
         self.run_stages(self.missing_shuffles([rdd]))
         parts = range(rdd.num_partitions) if partitions is None else partitions
         stage = f"stage {next(self._stage_ids)} ({description})"
-        tasks = [self._task(functools.partial(func, i), rdd, i, f"{stage} partition {i}") for i in parts]
+        run = functools.partial(_timed_split, functools.partial(functools.partial, func))
+        tasks = [self._task(run, rdd, i, f"{stage} partition {i}") for i in parts]
         if local_ok and tasks and self._reads_only_small_shuffles(rdd):
             self.local_result_stages += 1
             if self.task_retries is None:
@@ -157,14 +164,15 @@ class DAGScheduler:
             return [o.value for o in outputs]
         return self._run(stage, tasks)
 
-    def _task(self, fn: Callable[[TaskContext], Any], rdd: Dataset, split: int, description: str) -> Task:
-        """The task computing partition ``split`` of ``rdd`` with ``fn``; where the executor's workers share
-        nothing, it declares the blocks it may read (the dataset's optional ``_blocks_read``)."""
+    def _task(self, run: Callable[[TaskContext], Any], rdd: Dataset, split: int, description: str) -> Task:
+        """The task computing partition ``split`` of ``rdd`` with ``run`` (shared by the stage's tasks); where
+        the executor's workers share nothing, it declares the blocks it may read (the dataset's optional
+        ``_blocks_read``)."""
         reads: tuple[str, ...] = ()
         blocks_read = getattr(rdd, "_blocks_read", None)
         if self.executor.needs_declared_reads and blocks_read is not None:
             reads = tuple(dict.fromkeys(blocks_read(split, self.executor.store.contains)))
-        return Task(functools.partial(_timed, fn), split, description, reads)
+        return Task(run, split, description, reads)
 
     def _reads_only_small_shuffles(self, rdd: Dataset) -> bool:
         """True when every input of ``rdd``'s final stage is a written shuffle, and all are small."""
@@ -195,8 +203,8 @@ class DAGScheduler:
         tasks, spans = [], []
         for rdd, func in jobs:
             first = len(tasks)
-            tasks += [self._task(functools.partial(func, i), rdd, i, f"{stage} partition {i}")
-                      for i in range(rdd.num_partitions)]
+            run = functools.partial(_timed_split, functools.partial(functools.partial, func))
+            tasks += [self._task(run, rdd, i, f"{stage} partition {i}") for i in range(rdd.num_partitions)]
             spans.append((first, len(tasks)))
         results = self._run(stage, tasks)
         return [results[a:b] for a, b in spans]
@@ -238,8 +246,9 @@ class DAGScheduler:
     def run_stages(self, waves: list[list[ShuffleDependency]]) -> None:
         for wave in waves:
             stage = f"stage {next(self._stage_ids)} (shuffle {','.join(str(d.shuffle_id) for d in wave)})"
-            tasks = [self._task(dep.map_task(m), dep.rdd, m, f"{stage} map {m}")
-                     for dep in wave for m in range(dep.num_maps)]
+            tasks = [self._task(run, dep.rdd, m, f"{stage} map {m}")
+                     for dep in wave for run in [functools.partial(_timed_split, dep.map_task)]
+                     for m in range(dep.num_maps)]
             statuses = iter(self._run(stage, tasks))
             with self._lock:
                 for dep in wave:

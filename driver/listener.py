@@ -566,9 +566,16 @@ class ListenerBus:
         """Queue the event of listener method ``method`` for ``info`` (a BatchInfo, OutputOperationInfo,
         ReceiverInfo or, for ``onStreamingStarted``, a time in ms). The info is copied now, so a listener sees it as
         it was when posted; with no listener, nothing is copied or queued."""
-        if not self.has_listeners():
+        if not self._wanted(method):
             return
         self._queue.put((method, _EVENTS[method](_snapshot(info))))
+
+    def _wanted(self, method: str) -> bool:
+        """Whether a listener has its own ``method`` (the base class's does nothing): events nobody handles
+        are neither copied nor queued."""
+        base = getattr(StreamingListener, method, None)
+        with self._lock:
+            return any(getattr(type(listener), method, None) is not base for listener in self._listeners)
 
     def stop(self) -> None:
         if self._thread is not None:

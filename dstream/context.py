@@ -32,6 +32,11 @@ CONTEXT_ONLY_ON_DRIVER = ("It appears that you are attempting to reference Spark
 #: the masters that run on this machine: local[N], local[*], threads[N] (and without [N])
 LOCAL_MASTER = re.compile(r"^(local|threads)(?:\[(\*|\d+)\])?$")
 
+#: the modules of dstream whose code tasks run: each executor process of ``local[N]`` imports them as it
+#: starts, while the driver goes on, so that the first batch's tasks do not wait for the imports
+TASK_MODULES = ("dstream.records", "dstream.shuffle", "dstream.rdd", "dstream.io", "dstream.state",
+                "dstream.sinks.files", "dstream.dstream")
+
 
 def make_executor(master: Any) -> Executor:
     """The executor for a master string: ``local[N]``/``local[*]`` (processes), ``threads[N]``,
@@ -56,7 +61,9 @@ def make_executor(master: Any) -> Executor:
         workers = int(n)
     if workers < 1:
         raise ValueError(f"master {master!r}: the number of workers must be at least 1")
-    return get_backend("processes" if kind == "local" else "threads")(workers)
+    if kind == "local":
+        return get_backend("processes")(workers, preload=TASK_MODULES)
+    return get_backend("threads")(workers)
 
 
 class BlockLease:

@@ -236,16 +236,25 @@ def _check_pair(record: Any, what: str) -> None:
         raise TypeError(f"{what} needs (key, value) pairs, got the record {record!r}")
 
 
+#: up to this many rows a dict combines faster than Arrow's hash group-by, whose fixed cost is about 0.1 ms
+#: (measured: 50 rows 15 us against 100 us with the applicability check; 200 rows 41 us against 84 us)
+SMALL_TABLE_ROWS = 256
+
+
+def _use_arrow(part: Partition, op: str | None) -> bool:
+    return isinstance(part, pa.Table) and part.num_rows > SMALL_TABLE_ROWS and _arrow_applicable(part, op)
+
+
 def combine_values(part: Partition, agg: Aggregator, what: str = "a key operation") -> Partition:
-    """Map-side combine: raw values to one combiner per key."""
-    if isinstance(part, pa.Table) and _arrow_applicable(part, agg.arrow_op):
+    """Map-side combine: raw values to one combiner per key (Arrow's group-by for big typed tables)."""
+    if _use_arrow(part, agg.arrow_op):
         return arrow_combine(part, agg.arrow_op)
     return combine_rows(as_rows(part), agg.create_combiner, agg.merge_value, what)
 
 
 def merge_combiners(part: Partition, agg: Aggregator) -> Partition:
     """Reduce-side merge of combiners coming from several map outputs."""
-    if isinstance(part, pa.Table) and _arrow_applicable(part, agg.arrow_op):
+    if _use_arrow(part, agg.arrow_op):
         return arrow_combine(part, agg.arrow_op)
     return combine_rows(as_rows(part), _identity, agg.merge_combiners)
 

@@ -1,8 +1,11 @@
 """A process-pool executor: N worker processes, tasks shipped with cloudpickle.
 
-Workers are started as ``python -m dstream.executors.processes`` (not multiprocessing's spawn, which re-runs the
-user's ``__main__`` and so needs an ``if __name__ == "__main__"`` guard that PySpark scripts never had);
-functions defined in ``__main__`` or a notebook travel by value inside cloudpickle.
+Workers are forked by a launcher process that imported pyarrow, pandas and the modules tasks use once
+(``preload``) for all of them, or, where it cannot be used, started one by one; either way from a fresh
+interpreter (``executors/launcher.py``), not with multiprocessing's spawn, which re-runs the user's
+``__main__`` and so needs an ``if __name__ == "__main__"`` guard that PySpark scripts never had. Functions
+defined in ``__main__`` or a notebook travel by value inside cloudpickle. A worker has done its imports
+before its first task arrives, so the first task does not pay for them.
 
 Results that are Arrow tables come back as Arrow IPC bytes; bigger data (cached partitions, shuffle
 buckets) goes through the shared-directory block store, memory-mapped by whoever reads it. A worker that
@@ -26,6 +29,7 @@ pipes, futures and lock, feeds it events and carries out its instructions.
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import logging
 import os
@@ -39,7 +43,7 @@ import time
 from concurrent.futures import Future, FIRST_EXCEPTION, InvalidStateError, wait as wait_futures
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import cloudpickle
 
@@ -47,7 +51,9 @@ from dstream.executors.base import (Executor, SpeculationConf, Task, TaskError, 
                                     format_exception)
 from dstream.executors import serialization
 from dstream.executors.blockstore import SharedDirBlockStore
+from dstream.executors.launcher import ForkedProcess, Launcher, command, serve, supported
 from dstream.executors.results import decode_result, encode_result
+from dstream.executors.task_pickling import StagePickler
 from dstream.executors.pool_state import (AbortTask, AcceptResult, CancelTask, EndTask, FailTask, FindStragglers,
                                           LaunchCopy, PoolClosed, PoolEvent, PoolState, PoolStopped, RetryTask,
                                           SendTask, StageDone, StartWorker, TaskCancelled, TaskFinished,
@@ -55,6 +61,9 @@ from dstream.executors.pool_state import (AbortTask, AcceptResult, CancelTask, E
 
 log = logging.getLogger(__name__)
 
+#: what every worker imports before its first task: pyarrow's compute functions and Acero (group-by
+#: aggregations load it), and pandas, which pyarrow imports on its first array built from Python objects
+PRELOAD = ("pyarrow.compute", "pyarrow.acero", "pandas")
 
 #: seconds between two looks at the parent pid, the fallback where the socket cannot be watched for a hang-up
 PARENT_POLL = 0.05
@@ -71,19 +80,20 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def _watch_parent(parent_pid: int, fd: int | None = None) -> None:
+def _watch_parent(parent_pid: int | None, fd: int | None = None) -> None:
     """Exit when the driver dies, even while a task runs. The driver holds the only other end of the
     worker's socket, so the kernel hangs it up the moment the driver dies, by ``SIGKILL`` too:
     ``POLLRDHUP`` on it wakes this thread without reading (the main thread reads the tasks). A change of
     parent pid, looked at every ``PARENT_POLL`` seconds, is the fallback (no ``POLLRDHUP``, or another
-    process holding the driver's end)."""
+    process holding the driver's end); ``parent_pid`` is None for a worker the launcher forked, whose
+    parent is the launcher (forking is used only where ``POLLRDHUP`` is)."""
     rdhup = getattr(select, "POLLRDHUP", None)
     poller = None
     if fd is not None and rdhup is not None and hasattr(select, "poll"):
         poller = select.poll()
         poller.register(fd, rdhup)
     while True:
-        if os.getppid() != parent_pid:
+        if parent_pid is not None and os.getppid() != parent_pid:
             _exit_now()
         if poller is None:
             time.sleep(PARENT_POLL)
@@ -101,7 +111,7 @@ def _encode_result(task_id: int, result: object) -> bytes:
     return pickle.dumps((task_id, *encode_result(result)), protocol=5)
 
 
-def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
+def worker_main(conn: Connection, store_dir: str, parent_pid: int | None) -> None:
     """The loop of one worker process: receive a task, run it, send back its result or error."""
     threading.Thread(target=_watch_parent, args=(parent_pid, conn.fileno()), daemon=True).start()
     store = SharedDirBlockStore(store_dir)
@@ -130,6 +140,34 @@ def worker_main(conn: Connection, store_dir: str, parent_pid: int) -> None:
             _exit_now()  # the driver is gone (killed): exit quietly, as the parent watchdog would
 
 
+def warm_up(modules: Iterable[str]) -> None:
+    """Import ``modules`` now, before any task: what tasks unpickle and call, so the first task does not pay
+    for the imports. One that fails to import is left for the task that needs it to report."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the task that needs it reports it
+            log.debug("warming up: cannot import %s: %s", name, exc)
+
+
+def boot(argv: Sequence[str], imported: Callable[[], None]) -> None:
+    """Where ``launcher.BOOTSTRAP`` hands over, its parent watch running: ``MODE FD STORE_DIR PRELOAD
+    DRIVER_PID``. Imports ``PRELOAD`` (comma-separated module names), ends the bootstrap's watch
+    (``imported``), then serves as the launcher that forks workers (``launcher.serve``) or as one worker."""
+    mode, fd, store_dir, preload, parent = argv[0], int(argv[1]), argv[2], argv[3], int(argv[4])
+    warm_up(m for m in preload.split(",") if m)
+    imported()
+    if mode == "launcher":
+        serve(fd, functools.partial(_run_forked, store_dir))
+    else:
+        worker_main(Connection(fd), store_dir, parent)
+
+
+def _run_forked(store_dir: str, fd: int) -> None:
+    """A worker the launcher forked: its parent is the launcher, so it watches only its socket."""
+    worker_main(Connection(fd), store_dir, None)
+
+
 @dataclass
 class _Submitted:
     """What the shell keeps of a task the state machine knows by id: its payload, future and name."""
@@ -144,8 +182,20 @@ class _Worker:
     """One worker process and the driver's end of its pipe."""
 
     worker_id: int
-    process: subprocess.Popen
+    #: a process of its own, or one the launcher forked
+    process: subprocess.Popen | ForkedProcess
     conn: Connection
+
+
+def _worker_env() -> dict[str, str]:
+    """The environment of worker processes (the launcher's, which its forks inherit): the driver's, with a
+    fixed string hash seed and the driver's import path."""
+    env = dict(os.environ)
+    # Python's str hash is salted per process; a fixed seed keeps user hashes equal across workers.
+    env.setdefault("PYTHONHASHSEED", "0")
+    # The driver's import path, so that functions pickled by reference import the same modules.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
 
 
 def _settle(future: Future, kind: str, value: object) -> bool:
@@ -174,7 +224,13 @@ class ProcessExecutor(Executor):
     speculation_interval = 0.05
 
     def __init__(self, num_workers: int = 2, max_attempts: int = 4,
-                 speculation: SpeculationConf | None = None) -> None:
+                 speculation: SpeculationConf | None = None, preload: Sequence[str] = (),
+                 fork_server: bool | None = None) -> None:
+        """``preload``: modules each worker imports before its first task, besides ``PRELOAD`` (the Context
+        gives the modules of dstream that tasks run); the launcher imports them before it forks, so they
+        should start no threads when imported.
+        ``fork_server``: False starts each worker as a process of its own; otherwise they are forked by one
+        launcher process that imports once, where the platform allows it (Linux)."""
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
         if max_attempts < 1:
@@ -190,6 +246,8 @@ class ProcessExecutor(Executor):
         self.speculative_wins = 0
         self.store = SharedDirBlockStore()
         self._state = PoolState(max_attempts)
+        #: pickles a stage's shared task function once
+        self._pickler = StagePickler()
         self._lock = threading.Lock()
         self._task_ids = itertools.count()
         self._worker_ids = itertools.count()
@@ -200,6 +258,15 @@ class ProcessExecutor(Executor):
         self._workers: dict[int, _Worker] = {}
         wake_r, wake_w = socket.socketpair()
         self._wake_r, self._wake_w = Connection(wake_r.detach()), Connection(wake_w.detach())
+        #: modules each worker imports before its first task
+        self.preload = tuple(dict.fromkeys((*PRELOAD, *preload)))
+        #: forks the workers (None: each starts on its own)
+        self._launcher: Launcher | None = None
+        if fork_server is not False and supported():
+            try:
+                self._launcher = Launcher(self.store.directory, self.preload, _worker_env())
+            except OSError as exc:
+                log.warning("cannot start the worker launcher (%s); starting workers one by one", exc)
         with self._lock:
             for _ in range(num_workers):
                 self._start_worker()
@@ -233,9 +300,12 @@ class ProcessExecutor(Executor):
             self._feed(StageDone(stage, now=time.monotonic()))
 
     def worker_pids(self) -> list[int]:
-        """Process ids of the live workers (for tests and the recovery demo)."""
+        """Process ids of the live workers (for tests and the recovery demo); waits for the launcher to fork
+        those it has not yet."""
         with self._lock:
-            return [w.process.pid for w in self._workers.values()]
+            processes = [w.process for w in self._workers.values()]
+        pids = [p.wait_forked() if isinstance(p, ForkedProcess) else p.pid for p in processes]
+        return [pid for pid in pids if pid is not None]
 
     def shutdown(self) -> None:
         with self._lock:
@@ -253,12 +323,18 @@ class ProcessExecutor(Executor):
                 w.conn.close()
             except OSError:
                 pass
+        launcher = self._launcher
+        if launcher is not None and any(isinstance(w.process, ForkedProcess) and w.process.pid is None
+                                        for w in workers):
+            launcher.close()  # still importing: hung up on, it exits at once and forks nothing more
         for w in workers:
             try:
                 w.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 w.process.kill()
                 w.process.wait(timeout=2)
+        if launcher is not None:
+            launcher.close()
         self.store.close()
 
     # -- feeding the state machine -----------------------------------------------------------------
@@ -338,7 +414,7 @@ class ProcessExecutor(Executor):
 
     def _payload(self, task: Task) -> bytes:
         try:
-            return serialization.dumps(task)
+            return self._pickler.dumps(task)
         except Exception as exc:
             raise TaskError(f"serialising {task.description or 'a task'}", exc, format_exception(exc)) from exc
 
@@ -354,19 +430,17 @@ class ProcessExecutor(Executor):
             pass  # the worker died; its pipe tells the dispatcher and the task is retried
 
     def _start_worker(self) -> list[tuple[EndTask, _Submitted]]:
-        """Start a worker process (``_lock`` held) and report it ready."""
+        """Start a worker process (``_lock`` held): forked by the launcher, else a process of its own; report
+        it ready at once (the tasks sent meanwhile wait in its socket until it has done its imports)."""
         parent_end, child_end = socket.socketpair()
-        env = dict(os.environ)
-        # Python's str hash is salted per process; a fixed seed keeps user hashes equal across workers.
-        env.setdefault("PYTHONHASHSEED", "0")
-        # The driver's import path, so that functions pickled by reference import the same modules.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        fd = child_end.fileno()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dstream.executors.processes", str(fd), self.store.directory, str(os.getpid())],
-            pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
+        worker_id = next(self._worker_ids)
+        proc = self._launcher.fork(worker_id, child_end) if self._launcher is not None else None
+        if proc is None:
+            fd = child_end.fileno()
+            proc = subprocess.Popen(command("worker", fd, self.store.directory, self.preload, os.getpid()),
+                                    pass_fds=(fd,), env=_worker_env(), stdin=subprocess.DEVNULL)
         child_end.close()
-        worker = _Worker(next(self._worker_ids), proc, Connection(parent_end.detach()))
+        worker = _Worker(worker_id, proc, Connection(parent_end.detach()))
         self._workers[worker.worker_id] = worker
         self._wake()  # the dispatcher listens to the new pipe from its next round
         return self._handle(WorkerReady(worker.worker_id, now=time.monotonic()))

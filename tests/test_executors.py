@@ -342,8 +342,8 @@ class TestProcessExecutor(ExecutorSuite):
 
 # -- masters --------------------------------------------------------------------------------------------
 class _FakeBackend:
-    def __init__(self, name: str, workers: int) -> None:
-        self.name, self.workers = name, workers
+    def __init__(self, name: str, workers: int, **options: object) -> None:
+        self.name, self.workers, self.options = name, workers, options
 
 
 @pytest.fixture
@@ -363,6 +363,8 @@ def fake_backends(monkeypatch):
 def test_make_executor_parses_masters(fake_backends, master, expected):
     ex = make_executor(master)
     assert (ex.name, ex.workers) == expected
+    # process workers import the modules tasks run as they start, not on their first task
+    assert ex.options == ({"preload": context_module.TASK_MODULES} if ex.name == "processes" else {})
 
 
 @pytest.mark.parametrize("master", ["", "local[0]", "local[x]", "local[2", "local[-1]", "spark://host:7077",

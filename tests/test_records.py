@@ -208,7 +208,8 @@ PICKLING_KEYS = [(1, 2), 2 ** 64, b"raw"]
 
 
 def _random_partition(rng: random.Random, kind: str) -> list:
-    n = rng.randrange(0, 40)
+    # small partitions take the dict path, those over shuffle.SMALL_TABLE_ROWS Arrow's group-by
+    n = rng.choice([rng.randrange(0, 40), rng.randrange(300, 500)])
     if kind == "int keys":
         keys = [rng.choice([None, 0, 1, 2, -3, 10 ** 6]) for _ in range(n)]
     elif kind == "str keys":
@@ -266,11 +267,15 @@ def test_arrow_path_is_taken_for_typed_data(ctx, monkeypatch):
     calls = []
     real = dstream.shuffle.arrow_combine
     monkeypatch.setattr(dstream.shuffle, "arrow_combine", lambda t, op: calls.append(op) or real(t, op))
-    rdd = ctx.parallelize([("a", 1), ("b", 2), ("a", 3)], 2)
-    assert sorted(rdd.reduceByKey(operator.add).collect()) == [("a", 4), ("b", 2)]
+    n = dstream.shuffle.SMALL_TABLE_ROWS + 1  # smaller tables are combined with a dict (faster there)
+    rdd = ctx.parallelize([("a", 1), ("b", 2), ("a", 3)] * n, 1)
+    assert sorted(rdd.reduceByKey(operator.add).collect()) == [("a", 4 * n), ("b", 2 * n)]
     assert calls and set(calls) == {"sum"}
     calls.clear()
-    assert sorted(rdd.reduceByKey(lambda a, b: a + b).collect()) == [("a", 4), ("b", 2)]
+    assert sorted(rdd.reduceByKey(lambda a, b: a + b).collect()) == [("a", 4 * n), ("b", 2 * n)]
+    assert calls == []
+    small = ctx.parallelize([("a", 1), ("b", 2), ("a", 3)], 1)
+    assert sorted(small.reduceByKey(operator.add).collect()) == [("a", 4), ("b", 2)]
     assert calls == []
 
 

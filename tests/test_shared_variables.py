@@ -142,10 +142,14 @@ def test_broadcast_is_unpickled_once_per_worker_process(pctx, tmp_path):
     assert set(loads) <= workers and os.getpid() not in loads
     pctx.parallelize(range(20), 10).map(functools.partial(_use_broadcast, bc)).collect()  # a second job
     assert len(_loads(counter)) == len(loads)
-    # without a broadcast, every task unpickles its own copy
+    # without a broadcast, the value travels with the stage's function: unpickled once per worker process
+    # and stage (the tasks of a stage share it), and again for every later stage
     os.remove(counter)
     pctx.parallelize(range(200), 100).map(lambda x: x + len(value.payload)).collect()
-    assert len(_loads(counter)) == 100
+    first = len(_loads(counter))
+    assert 1 <= first <= 2
+    pctx.parallelize(range(20), 10).map(lambda x: x + len(value.payload)).collect()
+    assert len(_loads(counter)) > first
     bc.unpersist()
 
 

@@ -1,0 +1,107 @@
+"""Part 7: scaling sweep over worker counts (``run.py --workers 1,2,4,8,16``).
+
+For each N of ``--workers``:
+
+- 7a, word count: raw pyarrow on a ThreadPoolExecutor(N) (each batch cut into N slices, then a merge),
+  dstream ``columnar`` and ``row`` on ``local[N]`` with N-partition input RDDs (``wordcount.engine_stream``),
+  batches of ``--lines`` lines (500,000 by default); target columnar / raw >= 0.8 at every N.
+- 7b, per-batch overhead: ``overhead.engine_batches`` light batches (100 records, a shuffle, a collect)
+  every 50 ms on ``local[N]`` and ``threads[N]``; targets median < 2 ms (local) / < 1 ms (threads), p99 < 10 ms.
+
+N above the machine's cores is run all the same, and flagged "oversubscribed": its figures then measure
+time-sharing, not scaling.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import workload
+from common import Table, log, median, percentile, verdict
+from wordcount import batch_table, best, engine_stream, raw_pyarrow, with_context
+
+#: per-batch overhead targets (ms), by executor kind: (median, p99)
+OVERHEAD_TARGETS = {"local": (2.0, 10.0), "threads": (1.0, 10.0)}
+RATIO_TARGET = 0.8
+
+
+def default_workers(cores: int | None = None) -> list[int]:
+    """1, 2, 4, ... up to the machine's cores (and the cores themselves when not a power of two)."""
+    cores = cores or os.cpu_count() or 1
+    out = [1]
+    while out[-1] * 2 <= cores:
+        out.append(out[-1] * 2)
+    return out if out[-1] == cores else out + [cores]
+
+
+def workers_label(n: int, cores: int) -> str:
+    return f"{n} (oversubscribed: {cores} cores)" if n > cores else str(n)
+
+
+def ratio_cell(engine: float, raw: float) -> tuple[str, str]:
+    """(the ratio as '0.83x', PASS/MISS against RATIO_TARGET)."""
+    ratio = engine / raw
+    return f"{ratio:.2f}x", verdict(ratio >= RATIO_TARGET)
+
+
+def overhead_verdict(master: str, med: float, p99: float) -> tuple[str, str]:
+    """(the target as text, 'PASS; PASS') for the per-batch overhead of ``master`` ('local[N]'/'threads[N]')."""
+    med_max, p99_max = OVERHEAD_TARGETS[master.split("[")[0]]
+    return f"median < {med_max:g}; p99 < {p99_max:g}", f"{verdict(med < med_max)}; {verdict(p99 < p99_max)}"
+
+
+def part7(quick: bool, workers: list[int] | None = None, lines: int | None = None) -> list[Table]:
+    from overhead import engine_batches
+    cores = os.cpu_count() or 1
+    workers = workers or default_workers(cores)
+    lines = lines or (100_000 if quick else 500_000)
+    batches, repeats, light_n = (3, 1, 60) if quick else (6, 2, 300)
+    tables = [batch_table(200 + i, lines) for i in range(batches)]
+    expected = list(workload.expected_counts(workload.batch_seed(200 + batches - 1), lines))
+    words = batches * lines * workload.WORDS_PER_LINE
+    t1 = Table(f"Part 7a: scaling sweep, word count, {batches} batches x {lines:,} lines x "
+               f"{workload.WORDS_PER_LINE} words (best of {repeats + 1} raw, {repeats} engine runs; words/s)",
+               ["workers", "raw pyarrow", "dstream columnar", "dstream row", "columnar / raw", "target", "verdict",
+                "row / raw", "check"])
+    t2 = Table(f"Part 7b: scaling sweep, per-batch overhead, {light_n} light batches every 50 ms "
+               "(ms, end-batch = processingEndTime - batchTime)",
+               ["workers", "master", "batches", "median end-batch", "p99 end-batch", "max", "median processing",
+                "target", "verdict"])
+    for n in workers:
+        def runs(ctx, n=n):
+            """Raw and engine runs interleaved (as in part 1), so that a noisy moment hits both sides."""
+            out: dict[str, list[dict]] = {"raw": [], "columnar": [], "row": []}
+            with ThreadPoolExecutor(n) as pool:
+                raw_pyarrow(tables[:1], pool, n)  # warm-up
+                for rep in range(repeats):
+                    log(f"part 7: raw pyarrow on {n} threads, columnar and row on local[{n}], run {rep + 1}")
+                    out["raw"].append(raw_pyarrow(tables, pool, n))
+                    for form in ("columnar", "row"):
+                        out[form].append(engine_stream(ctx, tables, form, 0.02, partitions=n))
+                out["raw"].append(raw_pyarrow(tables, pool, n))  # cheap, and the noisiest
+            return {k: best(v) for k, v in out.items()}
+        engine = with_context(f"local[{n}]", runs)
+        raw = engine["raw"]
+        checks = [r["check"] == expected for r in (raw, engine["columnar"], engine["row"])]
+        ratio, ok = ratio_cell(engine["columnar"]["lines_per_s"], raw["lines_per_s"])
+        t1.add(workers_label(n, cores), words / raw["elapsed_s"], words / engine["columnar"]["elapsed_s"],
+               words / engine["row"]["elapsed_s"], ratio, f">= {RATIO_TARGET}x", ok,
+               f"{engine['row']['lines_per_s'] / raw['lines_per_s']:.2f}x",
+               "ok" if all(checks) else f"WRONG (raw, columnar, row: {checks})")
+        for master in (f"local[{n}]", f"threads[{n}]"):
+            log(f"part 7: {light_n} light batches on {master}")
+            r = engine_batches(master, "light", light_n, 0.05)
+            e = r["end_minus_batch_ms"]
+            target, result = overhead_verdict(master, median(e), percentile(e, 99))
+            t2.add(workers_label(n, cores), master, r["batches"] if r["finished"] else f"{r['batches']} (timed out)",
+                   f"{median(e):.1f}", f"{percentile(e, 99):.1f}", f"{max(e):.0f}",
+                   f"{median(r['processing_ms']):.1f}", target, result)
+    t1.notes.append("raw pyarrow: N threads, each batch cut into N slices counted in parallel, then one merge "
+                    "(wordcount.raw_pyarrow); dstream: local[N] (N worker processes), input RDDs of N cached "
+                    "partitions, reduceByKey into N partitions, 20 ms batches, timed from ssc.start() to the last "
+                    "batch's result.")
+    t1.notes.append(f"check = last batch's (distinct, total, count of w0) vs numpy's {expected}. "
+                    f"{cores} cores here: rows marked oversubscribed time-share the cores.")
+    t2.notes.append("light = 100 cached records -> map((x % 10, 1)) -> reduceByKey(add) (N reduce partitions) "
+                    "-> collect. BatchInfo times are whole ms, so a median of 1 ms means 0.5-1.5 ms.")
+    return [t1, t2]
