@@ -59,8 +59,10 @@ def summarise(raw_path: str, top: int) -> str:
                 continue  # a process title with a newline in it (python -c "...") splits a line
             frames = stack.split(";")
             procs = [fr for fr in frames if fr.startswith("process ")]
-            kind = "worker" if procs and "executors.processes" in procs[-1] else "driver"
             frames = [fr for fr in frames if not fr.startswith(("process ", "thread "))]
+            # workers run as `python -m dstream.executors.processes` or forked by its launcher
+            kind = "worker" if (procs and "executors.processes" in procs[-1]) or any(
+                "(executors/launcher.py" in fr for fr in frames) else "driver"
             if not frames or _waiting(frames):
                 continue
             selfc, total, n = kinds.setdefault(kind, (collections.Counter(), collections.Counter(), [0]))

@@ -103,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=4)
     p.add_argument("--lines", type=int, default=200_000)
     p.add_argument("--partitions", type=int, default=None, help="input partitions (default: the workers)")
+    p.add_argument("--parallelism", type=int, default=None,
+                   help="spark.default.parallelism: reduce partitions (default: the workers)")
     p.add_argument("--interval", type=float, default=0.5, help="batch interval, s (default 0.5: batches apart)")
     a = p.parse_args(argv)
     from dstream import Context, StreamingContext, StreamingListener
-    ctx = Context(a.master)
+    ctx = Context(a.master, conf={"spark.default.parallelism": str(a.parallelism)} if a.parallelism else None)
     warm_up(ctx)
     rdds = cached_inputs(ctx, [batch_table(i, a.lines) for i in range(a.batches)],
                          a.partitions or ctx.defaultParallelism)
@@ -132,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     done.wait(600)
     time.sleep(a.interval / 2)  # the last batch's completion event
     ssc.stop(stopSparkContext=False)
-    print(f"# {a.form} word count on {a.master}, {a.batches} batches x {a.lines:,} lines, {len(rdds[0].glom().collect())} "
-          f"input partitions; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; times in ms from the "
+    print(f"# {a.form} word count on {a.master}, {a.batches} batches x {a.lines:,} lines, {rdds[0].getNumPartitions()} "
+          f"input partitions, {ctx.defaultParallelism} reduce partitions; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; times in ms from the "
           "batch's processing start")
     for batch, (t0, t1, before, after) in zip(sorted(infos, key=lambda i: i.batch_time), outs):
         records = ctx.scheduler.task_records[before[0]:after[0]]
