@@ -31,14 +31,14 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import fsspec
 
+from dstream.executors.launcher import WORKER_MODULE, process_name
+
 T = TypeVar("T")
 #: one progress line, parsed
 Event = dict[str, Any]
 #: committed output directory name -> its entries' names -> their version (``_version``)
 Snapshot = dict[str, dict[str, tuple[str, ...]]]
 
-#: the module executor worker processes run: ``python -m dstream.executors.processes FD DIR DRIVER_PID``
-WORKER_MODULE = "dstream.executors.processes"
 #: the file a committed output directory gets last
 SUCCESS = "_SUCCESS"
 
@@ -97,8 +97,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def worker_processes(driver_pid: int, reported: Sequence[int] = ()) -> list[int]:
-    """Live executor worker processes started by ``driver_pid``: found in ``/proc`` by their command line
-    (the driver's pid is its last argument); without ``/proc``, those of ``reported`` still alive."""
+    """Live executor processes (workers and their launcher) started by ``driver_pid``: found in ``/proc`` by
+    their command line (``WORKER_MODULE``, the driver's pid last), or, forked from the driver, by their name
+    (``process_name``); without ``/proc``, those of ``reported`` still alive."""
+    name = process_name(driver_pid)
     if not os.path.isdir("/proc"):
         return [pid for pid in reported if pid_alive(pid)]
     found = []
@@ -108,9 +110,12 @@ def worker_processes(driver_pid: int, reported: Sequence[int] = ()) -> list[int]
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            with open(f"/proc/{entry}/comm") as f:
+                comm = f.read().strip()
         except OSError:
             continue
-        if WORKER_MODULE in argv and argv[-1] == str(driver_pid) and pid_alive(int(entry)):
+        ours = (WORKER_MODULE in argv and argv[-1] == str(driver_pid)) or comm == name
+        if ours and int(entry) != driver_pid and pid_alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -128,13 +133,17 @@ def wait_workers_exit(driver_pid: int, reported: Sequence[int], timeout: float) 
 class DriverProcess:
     """One run of a driver app, ``python ARGV...``; a reader thread parses its progress lines into ``events``
     (a line that is not JSON becomes an ``output`` event; the end of its stdout an ``exited`` one) and passes
-    each to ``on_event`` first. Its stderr is appended to ``log_path``."""
+    each to ``on_event`` first. Its stderr is appended to ``log_path``. The driver runs with
+    ``PYTHONHASHSEED=0`` unless ``env`` sets it: it then hashes as its workers do, which lets it fork them
+    (``dstream.executor.startMethod`` "fork", ready in milliseconds after a restart)."""
 
     def __init__(self, argv: Sequence[str], log_path: str | os.PathLike[str], cwd: str | None = None,
                  env: dict[str, str] | None = None, on_event: Callable[[Event], None] | None = None) -> None:
         self.log_path = os.fspath(log_path)
         self.on_event = on_event
         self.started_at = time.time()
+        env = dict(os.environ if env is None else env)
+        env.setdefault("PYTHONHASHSEED", "0")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                          stderr=log, stdin=subprocess.DEVNULL, text=True)

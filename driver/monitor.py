@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Protocol, TextIO
 from dstream.driver.liveview import NotebookView, TerminalProgress, in_notebook_kernel
 from dstream.driver.statistics import RETAINED_BATCHES, StreamStatistics
 from dstream.driver.webui import StatusServer
+from dstream.executors.conf_values import conf_bool
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,6 @@ class View(Protocol):
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
-
-
-def conf_bool(conf: Mapping[str, Any], key: str, default: bool) -> bool:
-    """A true/false setting given as a bool or a string (``"true"``, ``"off"``, ...)."""
-    value = conf.get(key, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{key} must be true or false, got {value!r}")
 
 
 def web_port(conf: Mapping[str, Any]) -> int | None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from dstream.driver.listener import StreamingListener
-from dstream.driver.monitor import conf_bool
+from dstream.executors.conf_values import conf_bool, parse_float
 
 log = logging.getLogger(__name__)
 
@@ -219,16 +219,8 @@ class RateConf:
     def from_conf(cls, conf: Mapping[str, Any]) -> "RateConf":
         """Read (and check) the settings; a bad value raises ``ValueError`` naming its key."""
         def number(keys: tuple[str, str], default: float | None) -> float | None:
-            for key in keys:
-                if conf.get(key) is not None:
-                    try:
-                        value = float(conf[key])
-                    except (TypeError, ValueError):
-                        raise ValueError(f"{key} must be a number, got {conf[key]!r}") from None
-                    if math.isnan(value):
-                        raise ValueError(f"{key} must be a number, got {conf[key]!r}")
-                    return value
-            return default
+            key = next((k for k in keys if conf.get(k) is not None), None)
+            return default if key is None else parse_float(key, conf[key], finite=False, bool_as_number=True)
 
         def flag(keys: tuple[str, str]) -> bool:
             key = next((k for k in keys if conf.get(k) is not None), keys[0])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from dstream.executors.base import Executor, Task, TaskContext, TaskError, execute_task
 from dstream.executors.blockstore import BlockStore
+from dstream.executors.conf_values import parse_float, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ class TaskRetries:
         values: dict[str, Any] = {}
         key = next((k for k in MAX_FAILURES_KEYS if k in conf), None)
         if key is not None:
-            values["max_failures"] = _positive_int(key, conf[key])
+            values["max_failures"] = positive_int(key, conf[key], "attempts of a task")
         if BACKOFF_KEY in conf:
-            values["backoff"] = _seconds(BACKOFF_KEY, conf[BACKOFF_KEY])
+            values["backoff"] = parse_float(BACKOFF_KEY, conf[BACKOFF_KEY], "seconds", at_least=0)
         if BACKOFF_MAX_KEY in conf:
-            values["backoff_max"] = _seconds(BACKOFF_MAX_KEY, conf[BACKOFF_MAX_KEY])
+            values["backoff_max"] = parse_float(BACKOFF_MAX_KEY, conf[BACKOFF_MAX_KEY], "seconds", at_least=0)
         return cls(**values)
 
     def run(self, executor: Executor, stage: str, tasks: Sequence[Task]) -> list[Any]:
@@ -149,27 +149,3 @@ def _name(task: Task) -> str:
 def _first_line(error: BaseException) -> str:
     cause = error.cause if isinstance(error, TaskError) and error.cause is not None else error
     return f"{type(cause).__name__}: {cause}".splitlines()[0]
-
-
-def _positive_int(key: str, value: Any) -> int:
-    try:
-        if isinstance(value, (bool, float)):
-            raise TypeError
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a positive integer, got {value!r}") from None
-    if number < 1:
-        raise ValueError(f"{key} must be a positive integer (attempts of a task), got {value!r}")
-    return number
-
-
-def _seconds(key: str, value: Any) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a number of seconds, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{key} must be a finite number of seconds, at least 0, got {value!r}")
-    return number

@@ -16,6 +16,7 @@ from dstream.driver.dag import DAGScheduler
 from dstream.driver.logs import set_log_level
 from dstream.driver.retries import TaskRetries
 from dstream.executors.base import Executor, SpeculationConf, get_backend
+from dstream.executors.conf_values import positive_int
 from dstream import accumulators, records
 from dstream.accumulators import Accumulator, AccumulatorParam
 from dstream.broadcast import Broadcast
@@ -38,9 +39,9 @@ TASK_MODULES = ("dstream.records", "dstream.shuffle", "dstream.rdd", "dstream.io
                 "dstream.sinks.files", "dstream.dstream")
 
 
-def make_executor(master: Any) -> Executor:
-    """The executor for a master string: ``local[N]``/``local[*]`` (processes), ``threads[N]``,
-    ``dask://host:port`` or a ``distributed.Client``."""
+def make_executor(master: Any, start_method: str | None = None) -> Executor:
+    """The executor for a master string: ``local[N]``/``local[*]`` (processes, started by ``start_method``:
+    ``dstream.executor.startMethod``), ``threads[N]``, ``dask://host:port`` or a ``distributed.Client``."""
     if isinstance(master, Executor):
         return master
     if not isinstance(master, str):
@@ -62,7 +63,7 @@ def make_executor(master: Any) -> Executor:
     if workers < 1:
         raise ValueError(f"master {master!r}: the number of workers must be at least 1")
     if kind == "local":
-        return get_backend("processes")(workers, preload=TASK_MODULES)
+        return get_backend("processes")(workers, preload=TASK_MODULES, start_method=start_method)
     return get_backend("threads")(workers)
 
 
@@ -101,17 +102,7 @@ def _settings(conf: SparkConf | Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _parse_parallelism(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        if isinstance(value, (bool, float)):
-            raise TypeError
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"spark.default.parallelism must be a positive integer, got {value!r}") from None
-    if number < 1:
-        raise ValueError(f"spark.default.parallelism must be a positive integer, got {value!r}")
-    return number
+    return None if value is None else positive_int("spark.default.parallelism", value)
 
 
 class Context:
@@ -140,7 +131,7 @@ class Context:
         self._default_parallelism = _parse_parallelism(settings.get("spark.default.parallelism"))
         speculation = SpeculationConf.from_conf(self.conf)
         retries = TaskRetries.from_conf(self.conf)  # checked before any executor starts
-        self.executor = make_executor(master)
+        self.executor = make_executor(master, settings.get("dstream.executor.startMethod"))
         if any(key.startswith("dstream.speculation") for key in self.conf):
             self.executor.speculation = speculation
         self.scheduler = DAGScheduler(self.executor)

@@ -16,10 +16,11 @@ from dstream.driver.checkpoint import checkpoint_key
 from dstream.driver.clock import Clock, SystemClock
 from dstream.driver.jobs import BatchError, FailedBatch, JobGenerator, JobScheduler
 from dstream.driver.listener import ListenerBus, StreamingListener
-from dstream.driver.monitor import StreamViews, conf_bool, retained_batches
+from dstream.driver.monitor import StreamViews, retained_batches
 from dstream.driver.statistics import StreamStatistics
 from dstream.driver.storage import Location
 from dstream.driver.times import batch_name
+from dstream.executors.conf_values import conf_bool
 from dstream.dstream import DStream, ForEachDStream, TransformedDStream, UnionDStream
 from dstream.durations import ms_to_datetime, to_ms
 from dstream.graph import DStreamGraph

@@ -26,6 +26,7 @@ import cloudpickle
 
 from dstream.executors import broadcasts
 from dstream.executors.blockstore import BlockStore
+from dstream.executors.conf_values import parse_bool, parse_float
 from dstream.executors.plugins import LazyRegistry
 
 #: the TaskContext of the task running in this thread (``TaskContext.get()``)
@@ -128,9 +129,6 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
 @dataclass(frozen=True)
 class SpeculationConf:
     """Straggler mitigation settings (Spark's ``spark.speculation.*``), read from ``dstream.speculation*``.
@@ -161,7 +159,7 @@ class SpeculationConf:
         values: dict[str, Any] = {}
         for key, name in cls.KEYS.items():
             if key in conf:
-                values[name] = _parse_bool(key, conf[key]) if name == "enabled" else _parse_float(key, conf[key])
+                values[name] = parse_bool(key, conf[key]) if name == "enabled" else parse_float(key, conf[key])
         made = cls(**values)
         if made.multiplier <= 0:
             raise ValueError(f"dstream.speculation.multiplier must be positive, got {made.multiplier}")
@@ -170,26 +168,6 @@ class SpeculationConf:
         if made.min_runtime < 0:
             raise ValueError(f"dstream.speculation.minRuntime must be at least 0 seconds, got {made.min_runtime}")
         return made
-
-
-def _parse_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"{key} must be true or false, got {value!r}")
-
-
-def _parse_float(key: str, value: Any) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{key} must be a finite number, got {value!r}")
-    return number
 
 
 def speculatable(finished: Sequence[float], running: Mapping[int, float], num_tasks: int,

@@ -23,6 +23,7 @@ worker (the part of ``subprocess.Popen`` the pool uses).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -40,7 +41,8 @@ from typing import Callable, Sequence
 log = logging.getLogger(__name__)
 
 #: the module a bootstrapped process imports and hands over to (its ``boot(argv, imported)``); also how the
-#: driver's tools recognise executor processes in ``/proc`` (``dstream.demo.harness.worker_processes``)
+#: driver's tools recognise such executor processes in ``/proc`` (``dstream.demo.harness.worker_processes``;
+#: forked from the driver, they have its command line and ``process_name`` instead)
 WORKER_MODULE = "dstream.executors.processes"
 
 #: ``python -c BOOTSTRAP MODULE MODE FD STORE_DIR PRELOAD DRIVER_PID``: the standard library only, until its
@@ -73,8 +75,50 @@ def _imported():
 __import__(sys.argv[1], fromlist=["boot"]).boot(sys.argv[2:], _imported)
 """
 
+def process_name(driver_pid: int) -> str:
+    """The name (``/proc/PID/comm``, what ``ps -o comm`` and ``top`` show) of a launcher forked from the
+    driver ``driver_pid`` and of its workers, whose command line is the driver's: how tools find them."""
+    return f"dstream:{driver_pid}"
+
+
 #: the longest ``ForkedProcess.wait_forked`` waits for the launcher to report a pid (it may still be importing)
 FORK_WAIT = 120.0
+
+#: how worker processes start (``dstream.executor.startMethod``), named as in ``multiprocessing``: the launcher
+#: forked from the driver, which has imported everything already ("fork"); a fresh launcher interpreter that
+#: imports once for all workers ("forkserver"); or each worker a fresh interpreter of its own ("spawn")
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def hashes_like_workers() -> bool:
+    """Whether this process hashes ``str`` as workers started on their own do: workers get
+    ``PYTHONHASHSEED=0`` (a driver's own setting wins), so a forked worker, which keeps its driver's hash
+    seed, agrees with them only when the driver runs with ``PYTHONHASHSEED=0`` too."""
+    return sys.flags.hash_randomization == 0 and os.environ.get("PYTHONHASHSEED", "0") == "0"
+
+
+def default_start_method() -> str:
+    """"fork" where it is supported and the driver hashes like its workers (``PYTHONHASHSEED=0``), else
+    "forkserver" where supported, else "spawn"."""
+    if not supported():
+        return "spawn"
+    return "fork" if hashes_like_workers() else "forkserver"
+
+
+def resolve_start_method(method: str | None) -> str:
+    """``method`` checked (None: ``default_start_method()``); a ValueError that says why it cannot be used."""
+    if method is None:
+        return default_start_method()
+    if method not in START_METHODS:
+        raise ValueError(f"dstream.executor.startMethod must be one of {', '.join(START_METHODS)}, got {method!r}")
+    if method != "spawn" and not supported():
+        raise ValueError(f"dstream.executor.startMethod {method!r} needs Linux (fork, POLLRDHUP and descriptor "
+                         f"passing); use 'spawn' on {sys.platform}")
+    if method == "fork" and not hashes_like_workers():
+        raise ValueError("dstream.executor.startMethod 'fork' needs the driver started with PYTHONHASHSEED=0: "
+                         "forked workers keep the driver's str hash seed, and must hash keys as workers "
+                         "started on their own do (PYTHONHASHSEED=0); use 'forkserver' otherwise")
+    return method
 
 
 def command(mode: str, fd: int, store_dir: str, preload: Sequence[str], driver_pid: int) -> list[str]:
@@ -153,11 +197,7 @@ def _fork(ctrl: socket.socket, worker_id: int, fds: list[int], pipe: tuple[int, 
             os.close(fd)
         _tell(ctrl, ("failed", worker_id, "no socket came with the request"))
         return
-    for stream in (sys.stdout, sys.stderr):  # else what sits in their buffers is written once per fork too
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
+    _flush_standard_streams()
     try:
         with warnings.catch_warnings():
             # Python 3.12+ warns of forking a process with threads: ours are pyarrow's jemalloc and numpy's
@@ -193,6 +233,164 @@ def _child(ctrl: socket.socket, pipe: tuple[int, int], fd: int, run_worker: Call
         code = 1
     finally:
         os._exit(code)
+
+
+# -- a launcher forked from the driver ("fork") ----------------------------------------------------------
+#: what the driver held that a launcher forked from it never uses but keeps referenced (the standard streams,
+#: logging handlers), so that nothing of the driver's is finalised (flushed, closed) in the launcher or workers
+_DRIVER_LEFTOVERS: list = []
+
+
+def fork_launcher(fd: int, become: Callable[[int, Callable[[], None]], None]) -> int:
+    """Fork this process (the driver) into a launcher on socket ``fd``; the child's pid. The child lets go of
+    what is the driver's (``_leave_driver``) and runs ``become(fd, imported)``: it imports what the driver has
+    not, calls ``imported()``, then ``serve``s; it never returns. Until ``imported()``, a thread exits the
+    child at once if the driver's end of ``fd`` hangs up (as ``BOOTSTRAP``'s does in a fresh launcher)."""
+    _flush_standard_streams()
+    driver_pid = os.getpid()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns of forking a process with threads. None of the driver's threads is needed in the
+        # launcher, which lets go of what they hold; pyarrow's and numpy's pools are fork-safe.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        _leave_driver(fd)
+        _set_name(process_name(driver_pid))  # the workers it forks inherit it
+        become(fd, _watch_hangup(fd))
+    except BaseException:  # noqa: BLE001 - the child must never return into the driver's code
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _watch_hangup(fd: int) -> Callable[[], None]:
+    """Exit this process at once when the other end of socket ``fd`` hangs up, until the function returned
+    is called."""
+    stop_r, stop_w = os.pipe()
+    hangup = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, select.POLLRDHUP)
+        poller.register(stop_r, select.POLLIN)
+        while True:
+            for ready, mask in poller.poll():
+                if ready == stop_r:
+                    return
+                if mask & hangup:
+                    os._exit(0)
+
+    watcher = threading.Thread(target=watch, name="dstream-launcher-watch", daemon=True)
+    watcher.start()
+
+    def stop() -> None:
+        os.write(stop_w, b"x")
+        watcher.join()
+        os.close(stop_r)
+        os.close(stop_w)
+    return stop
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):  # else what sits in their buffers is written once per fork too
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+def _leave_driver(keep_fd: int) -> None:
+    """In a launcher just forked from the driver, become a process of its own, as a fresh one would be:
+
+    - every file descriptor but stdout, stderr and ``keep_fd`` points to /dev/null: a pipe or socket of the
+      driver's held here would hide a hang-up from whoever waits on its other end, and /dev/null rather than
+      closing, so that a driver object finalised here cannot close a descriptor the launcher reuses;
+    - signal handlers the driver installed are back to the defaults, and no signal is blocked;
+    - the standard streams are plain ones on descriptors 0-2 (a notebook kernel's talk to threads that did
+      not survive the fork), and logging has no handlers (its last resort writes warnings to stderr);
+    - what the driver allocated is out of the garbage collector's sight (``gc.freeze``), so that collections
+      in the launcher and its workers do not copy the driver's memory pages they share.
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    for sig in signal.valid_signals():
+        handler = signal.getsignal(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in (1, 2, keep_fd, devnull):
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    _DRIVER_LEFTOVERS.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
+    sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)
+    sys.stdout = sys.__stdout__ = open(1, "w", buffering=1, closefd=False, errors="backslashreplace")
+    sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        if logger.handlers:
+            _DRIVER_LEFTOVERS.append(logger.handlers)
+            logger.handlers = []
+    gc.freeze()
+
+
+def _set_name(name: str) -> None:
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass  # only a name for tools to see
+
+
+class ForkedLauncher:
+    """The driver's handle on a launcher it forked: what ``Launcher`` uses of ``subprocess.Popen``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        #: the exit code once reaped (negative: killed by that signal); None while it runs or when unknown
+        self.returncode: int | None = None
+        self._reaped = False
+
+    def poll(self) -> int | None:
+        if not self._reaped:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else (a SIGCHLD set to SIG_IGN, os.wait())
+                self._reaped = True
+                return None
+            if pid:
+                self._reaped = True
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None and not self._reaped:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker launcher (pid {self.pid})", timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+    def kill(self) -> None:
+        if not self._reaped:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 # -- the driver's side ---------------------------------------------------------------------------------
@@ -282,13 +480,20 @@ class Launcher:
     exit codes on a reader thread. Once it has died (or was closed), ``fork`` returns None and the pool starts
     workers on their own."""
 
-    def __init__(self, store_dir: str, preload: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(self, store_dir: str, preload: Sequence[str], env: dict[str, str],
+                 become: Callable[[int, Callable[[], None]], None] | None = None) -> None:
+        """A fresh interpreter started with ``command("launcher", ...)`` and ``env``; or, given ``become``
+        (start method "fork"), a fork of this process that runs it (``fork_launcher``)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fd = theirs.fileno()
         try:
             #: the launcher process
-            self.process = subprocess.Popen(command("launcher", fd, store_dir, preload, os.getpid()),
-                                            pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
+            self.process: subprocess.Popen | ForkedLauncher
+            if become is not None:
+                self.process = ForkedLauncher(fork_launcher(fd, become))
+            else:
+                self.process = subprocess.Popen(command("launcher", fd, store_dir, preload, os.getpid()),
+                                                pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
         except BaseException:
             ours.close()
             raise

@@ -51,7 +51,7 @@ from dstream.executors.base import (Executor, SpeculationConf, Task, TaskError, 
                                     format_exception)
 from dstream.executors import serialization
 from dstream.executors.blockstore import SharedDirBlockStore
-from dstream.executors.launcher import ForkedProcess, Launcher, command, serve, supported
+from dstream.executors.launcher import ForkedProcess, Launcher, command, resolve_start_method, serve
 from dstream.executors.results import decode_result, encode_result
 from dstream.executors.task_pickling import StagePickler
 from dstream.executors.pool_state import (AbortTask, AcceptResult, CancelTask, EndTask, FailTask, FindStragglers,
@@ -163,6 +163,14 @@ def boot(argv: Sequence[str], imported: Callable[[], None]) -> None:
         worker_main(Connection(fd), store_dir, parent)
 
 
+def _become_launcher(store_dir: str, preload: Sequence[str], fd: int, imported: Callable[[], None]) -> None:
+    """A launcher forked from the driver (start method "fork"): import what the driver has not, end the
+    watch that ran meanwhile (``imported``), then fork the workers (``launcher.serve``)."""
+    warm_up(preload)
+    imported()
+    serve(fd, functools.partial(_run_forked, store_dir))
+
+
 def _run_forked(store_dir: str, fd: int) -> None:
     """A worker the launcher forked: its parent is the launcher, so it watches only its socket."""
     worker_main(Connection(fd), store_dir, None)
@@ -225,16 +233,20 @@ class ProcessExecutor(Executor):
 
     def __init__(self, num_workers: int = 2, max_attempts: int = 4,
                  speculation: SpeculationConf | None = None, preload: Sequence[str] = (),
-                 fork_server: bool | None = None) -> None:
+                 start_method: str | None = None) -> None:
         """``preload``: modules each worker imports before its first task, besides ``PRELOAD`` (the Context
         gives the modules of dstream that tasks run); the launcher imports them before it forks, so they
         should start no threads when imported.
-        ``fork_server``: False starts each worker as a process of its own; otherwise they are forked by one
-        launcher process that imports once, where the platform allows it (Linux)."""
+        ``start_method`` (``launcher.START_METHODS``): "fork" forks the launcher from this process, which has
+        imported pyarrow and dstream already, so workers are ready in milliseconds (it needs the driver to
+        run with ``PYTHONHASHSEED=0``); "forkserver" starts the launcher as a fresh interpreter, which
+        imports once for all workers (about half a second); "spawn" starts each worker as a fresh interpreter
+        of its own. None: "fork" where it can be used, else "forkserver" on Linux, else "spawn"."""
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        method = resolve_start_method(start_method)  # before anything starts: a bad one starts nothing
         SharedDirBlockStore.remove_orphans()
         #: how many worker processes run tasks
         self.num_workers = num_workers
@@ -260,11 +272,15 @@ class ProcessExecutor(Executor):
         self._wake_r, self._wake_w = Connection(wake_r.detach()), Connection(wake_w.detach())
         #: modules each worker imports before its first task
         self.preload = tuple(dict.fromkeys((*PRELOAD, *preload)))
+        #: how the workers start: "fork", "forkserver" or "spawn"
+        self.start_method = method
         #: forks the workers (None: each starts on its own)
         self._launcher: Launcher | None = None
-        if fork_server is not False and supported():
+        if self.start_method != "spawn":
+            become = (functools.partial(_become_launcher, self.store.directory, self.preload)
+                      if self.start_method == "fork" else None)
             try:
-                self._launcher = Launcher(self.store.directory, self.preload, _worker_env())
+                self._launcher = Launcher(self.store.directory, self.preload, _worker_env(), become)
             except OSError as exc:
                 log.warning("cannot start the worker launcher (%s); starting workers one by one", exc)
         with self._lock:

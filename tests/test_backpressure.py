@@ -19,6 +19,8 @@ from dstream.driver.listener import BatchInfo, OutputOperationInfo, StreamInputI
 from dstream.driver.rate import PIDRateEstimator, RateConf, RateController, RateLimiter
 from dstream.testing import advance, collect
 
+from .tcp_server import TcpServer
+
 
 # -- the PID rate estimator, against Spark's formula worked by hand -----------------------------------------
 
@@ -184,55 +186,38 @@ def test_rate_controller_publishes_estimates_of_its_input_and_skips_failed_batch
 
 # -- a real socket stream ------------------------------------------------------------------------------------
 
-class Sender:
-    """A TCP server on 127.0.0.1 that sends lines to the receiver that connects: ``lines`` all at once,
-    or ``rate`` lines a second (numbered) until stopped."""
+class Sender(TcpServer):
+    """Sends lines to the receiver that connects: ``lines`` all at once, or ``rate`` lines a second
+    (numbered) until closed."""
 
     def __init__(self, lines: list[str] | None = None, rate: int | None = None) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.lines, self.rate = lines, rate
         self.sent = 0
         self.done = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
+    def serve(self, conn: socket.socket) -> bool:
+        with conn:
             try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
+                self._send(conn)
             except OSError:
-                return
-            with conn:
-                try:
-                    self._send(conn)
-                except OSError:
-                    pass
-            return
+                pass
+        return False
 
     def _send(self, conn: socket.socket) -> None:
         if self.lines is not None:
             conn.sendall("".join(f"{ln}\n" for ln in self.lines).encode())
             self.sent = len(self.lines)
             self.done.set()
-            self._stop.wait()  # keep the connection open: the lines must come in at the receiver's pace
+            self.closed.wait()  # keep the connection open: the lines must come in at the receiver's pace
             return
         start, step = time.monotonic(), 0.01
-        while not self._stop.is_set():
+        while not self.closed.is_set():
             due = int((time.monotonic() - start) * self.rate)
             if due > self.sent:
                 conn.sendall("".join(f"{i}\n" for i in range(self.sent, due)).encode())
                 self.sent = due
             time.sleep(step)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(5)
 
 
 @pytest.fixture

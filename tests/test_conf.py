@@ -9,6 +9,7 @@ import dstream
 from dstream import Context, SparkConf
 from dstream import context as context_module
 from dstream.testing import run_stream
+from dstream.executors import conf_values
 from dstream.executors.threads import ThreadExecutor
 
 
@@ -53,7 +54,7 @@ def masters(monkeypatch):
     """The masters Contexts are made from (each gets a one-thread executor instead)."""
     seen: list = []
 
-    def fake_make_executor(master):
+    def fake_make_executor(master, start_method=None):
         seen.append(master)
         return ThreadExecutor(1)
 
@@ -171,3 +172,42 @@ def test_active_and_getOrCreate_return_the_running_context_only():
         assert fresh is not own and Context.active() is fresh
     finally:
         fresh.stop()
+
+
+# -- conf values (executors/conf_values.py: every setting's parser) -----------------------------------------
+@pytest.mark.parametrize("value, expected", [(True, True), (" Yes ", True), ("on", True), ("1", True),
+                                             (False, False), ("OFF", False), ("no", False), ("0", False)])
+def test_bool_spellings(value, expected):
+    assert conf_values.parse_bool("k", value) is expected
+    assert conf_values.conf_bool({"k": value}, "k", not expected) is expected
+
+
+def test_bool_settings_refuse_other_values_naming_key_and_value():
+    for value in ("maybe", "", 2):
+        with pytest.raises(ValueError, match=r"^a\.key must be true or false, got "):
+            conf_values.parse_bool("a.key", value)
+    with pytest.raises(ValueError, match=r"a\.key must be true or false, got 1"):
+        conf_values.parse_bool("a.key", 1)  # a bare int only in a conf read by conf_bool:
+    assert conf_values.conf_bool({"a.key": 1}, "a.key", False) is True
+    assert conf_values.conf_bool({}, "a.key", True) is True
+
+
+def test_numbers_name_key_value_unit_and_bound():
+    assert conf_values.positive_int("k", " 3 ") == 3
+    for bad in ("many", "0", 0, 1.0, True):
+        with pytest.raises(ValueError, match=r"^k must be a positive integer \(tries\), got "):
+            conf_values.positive_int("k", bad, "tries")
+    assert conf_values.parse_float("k", "0.5", "seconds", at_least=0) == 0.5
+    with pytest.raises(ValueError, match=r"^k must be a number of seconds, got 'soon'$"):
+        conf_values.parse_float("k", "soon", "seconds")
+    with pytest.raises(ValueError, match=r"^k must be a finite number of seconds, at least 0, got -1$"):
+        conf_values.parse_float("k", -1, "seconds", at_least=0)
+    for bad in ("inf", float("nan")):
+        with pytest.raises(ValueError, match=r"^k must be a finite number, got "):
+            conf_values.parse_float("k", bad)
+    assert conf_values.parse_float("k", "inf", finite=False) == float("inf")
+    with pytest.raises(ValueError, match=r"^k must be a number, got nan$"):
+        conf_values.parse_float("k", float("nan"), finite=False)
+    with pytest.raises(ValueError, match=r"^k must be a number, got True$"):
+        conf_values.parse_float("k", True)
+    assert conf_values.parse_float("k", True, bool_as_number=True) == 1.0

@@ -364,7 +364,13 @@ def test_make_executor_parses_masters(fake_backends, master, expected):
     ex = make_executor(master)
     assert (ex.name, ex.workers) == expected
     # process workers import the modules tasks run as they start, not on their first task
-    assert ex.options == ({"preload": context_module.TASK_MODULES} if ex.name == "processes" else {})
+    assert ex.options == ({"preload": context_module.TASK_MODULES, "start_method": None}
+                          if ex.name == "processes" else {})
+
+
+def test_make_executor_passes_the_start_method_to_the_process_pool(fake_backends):
+    assert make_executor("local[2]", "spawn").options["start_method"] == "spawn"
+    assert make_executor("threads[2]", "spawn").options == {}  # no processes to start
 
 
 @pytest.mark.parametrize("master", ["", "local[0]", "local[x]", "local[2", "local[-1]", "spark://host:7077",

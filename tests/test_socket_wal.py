@@ -10,7 +10,6 @@ import collections
 import os
 import posixpath
 import socket
-import threading
 from pathlib import Path
 
 import cloudpickle
@@ -23,36 +22,22 @@ from dstream.demo.harness import RestartableDriver, committed_batches, read_coun
 from dstream.testing import advance, collect_timed
 from dstream.driver.storage import Location
 
+from .tcp_server import TcpServer
 
 
 APP = Path(__file__).parent / "apps" / "socket_app.py"
 
 
-class LineServer:
-    """A TCP server on 127.0.0.1 that keeps accepting (a restarted receiver reconnects) and sends to the
-    newest connection."""
+class LineServer(TcpServer):
+    """Keeps accepting (a restarted receiver reconnects) and sends to the newest connection."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.conns.append(conn)
+    def serve(self, conn: socket.socket) -> bool:
+        self.conns.append(conn)
+        return True
 
     def wait_connections(self, n: int, timeout: float = 10.0) -> None:
         wait_until(lambda: len(self.conns) >= n, timeout, f"connection {n} from the receiver")
@@ -61,11 +46,9 @@ class LineServer:
         self.conns[-1].sendall("".join(ln + "\n" for ln in lines).encode("utf-8"))
 
     def close(self) -> None:
-        self._closed.set()
-        self._thread.join(5.0)
+        super().close()
         for c in self.conns:
             c.close()
-        self.sock.close()
 
 
 @pytest.fixture

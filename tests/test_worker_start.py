@@ -18,13 +18,16 @@ from dstream import Context
 from dstream.context import TASK_MODULES
 from dstream.demo.harness import wait_until, worker_processes
 from dstream.executors import Task, TaskError
-from dstream.executors.launcher import supported
+from dstream.executors.launcher import START_METHODS, hashes_like_workers, process_name, supported
 from dstream.executors.processes import PRELOAD, ProcessExecutor
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes through /proc")
 
-#: both ways of starting workers where the platform can fork them, else the one it has
-MODES = [True, False] if supported() else [False]
+#: the ways of starting workers this test process can use (the platform's; "fork" needs the driver to run
+#: with PYTHONHASHSEED=0, so tests run it in drivers of their own)
+MODES = [m for m in START_METHODS if m == "spawn" or (supported() and (m != "fork" or hashes_like_workers()))]
+#: the ways of starting workers a driver started with PYTHONHASHSEED=0 can use
+DRIVER_MODES = ["fork", "forkserver", "spawn"] if supported() else ["spawn"]
 
 
 def _gone(pid: int) -> bool:
@@ -51,16 +54,16 @@ def _probe(names: tuple[str, ...]):
     return loaded
 
 
-@pytest.mark.parametrize("fork_server", MODES, ids=lambda f: "forked" if f else "own-process")
-def test_workers_have_imported_what_tasks_use_before_their_first_task(fork_server):
+@pytest.mark.parametrize("method", MODES)
+def test_workers_have_imported_what_tasks_use_before_their_first_task(method):
     wanted = (*PRELOAD, "dstream.rdd", "dstream.shuffle")
-    with ProcessExecutor(2, preload=("dstream.rdd", "dstream.shuffle"), fork_server=fork_server) as ex:
+    with ProcessExecutor(2, preload=("dstream.rdd", "dstream.shuffle"), start_method=method) as ex:
         [report] = ex.run_tasks([Task(_probe(wanted), 0)])
         assert report["loaded"] == list(wanted)
         pids = ex.worker_pids()
         assert report["pid"] in pids and len(pids) == 2
         parents = {r["ppid"] for r in ex.run_tasks([Task(_probe(()), i) for i in range(8)])}
-        if fork_server:  # forked by the one launcher, not by this process
+        if method != "spawn":  # forked by the one launcher, not by this process
             assert len(parents) == 1 and os.getpid() not in parents
         else:
             assert parents == {os.getpid()}
@@ -76,12 +79,12 @@ def test_a_local_context_warms_its_workers_with_the_modules_tasks_run():
         ctx.stop()
 
 
-@pytest.mark.parametrize("fork_server", MODES, ids=lambda f: "forked" if f else "own-process")
-def test_shutdown_while_the_workers_still_import_is_quick_and_leaves_no_process(tmp_path, monkeypatch, fork_server):
+@pytest.mark.parametrize("method", MODES)
+def test_shutdown_while_the_workers_still_import_is_quick_and_leaves_no_process(tmp_path, monkeypatch, method):
     monkeypatch.syspath_prepend(str(tmp_path))  # the workers' import path is the driver's
     slow = _slow_module(tmp_path)
     before = set(worker_processes(os.getpid()))
-    ex = ProcessExecutor(2, preload=(slow,), fork_server=fork_server)
+    ex = ProcessExecutor(2, preload=(slow,), start_method=method)
     mine = wait_until(lambda: set(worker_processes(os.getpid())) - before, 10, "the worker processes to show")
     time.sleep(0.3)  # well into the 60 s import
     began = time.monotonic()
@@ -95,24 +98,25 @@ _DRIVER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[1])
     from dstream.executors.processes import ProcessExecutor
-    ex = ProcessExecutor(2, preload=(sys.argv[2],), fork_server=sys.argv[3] == "fork")
+    ex = ProcessExecutor(2, preload=(sys.argv[2],), start_method=sys.argv[3])
     print("ready", flush=True)
     time.sleep(120)
 """)
 
 
-@pytest.mark.parametrize("fork_server", MODES, ids=lambda f: "forked" if f else "own-process")
-def test_a_driver_killed_while_its_workers_import_leaves_no_process(tmp_path, fork_server):
+@pytest.mark.parametrize("method", DRIVER_MODES)
+def test_a_driver_killed_while_its_workers_import_leaves_no_process(tmp_path, method):
     """A process still importing (here for 60 s) watches the driver's end of its socket from its first
-    moment (the bootstrap's thread, before any import but the standard library), so it exits at once."""
+    moment (the bootstrap's thread, before any import but the standard library; the forked launcher's
+    thread), so it exits at once."""
     slow = _slow_module(tmp_path)
     script = tmp_path / "app.py"
     script.write_text(_DRIVER)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), slow, "fork" if fork_server else "own"],
-                            stdout=subprocess.PIPE, text=True, cwd=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), slow, method], stdout=subprocess.PIPE,
+                            text=True, cwd=str(tmp_path), env={**os.environ, "PYTHONHASHSEED": "0"})
     try:
         assert proc.stdout.readline().strip() == "ready"
-        expected = 1 if fork_server else 2  # the launcher, still importing; or the two workers
+        expected = 1 if method != "spawn" else 2  # the launcher, still importing; or the two workers
         started = wait_until(lambda: len(worker_processes(proc.pid)) >= expected and worker_processes(proc.pid),
                              10, "the worker processes to show")
         time.sleep(0.3)
@@ -174,10 +178,10 @@ def _kill_self(tc) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@pytest.mark.parametrize("fork_server", MODES, ids=lambda f: "forked" if f else "own-process")
-def test_a_lost_worker_is_named_with_its_exit_code(fork_server):
+@pytest.mark.parametrize("method", MODES)
+def test_a_lost_worker_is_named_with_its_exit_code(method):
     """The launcher reaps the workers it forked and reports their exit codes, as Popen does for its own."""
-    with ProcessExecutor(1, max_attempts=1, fork_server=fork_server) as ex:
+    with ProcessExecutor(1, max_attempts=1, start_method=method) as ex:
         [pid] = ex.worker_pids()
         with pytest.raises(TaskError, match=rf"pid {pid}, exit code -9"):
             ex.run_tasks([Task(_kill_self, 0, "stage 1 partition 0")])
