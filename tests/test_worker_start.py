@@ -18,7 +18,7 @@ from dstream import Context
 from dstream.context import TASK_MODULES
 from dstream.demo.harness import wait_until, worker_processes
 from dstream.executors import Task, TaskError
-from dstream.executors.launcher import START_METHODS, hashes_like_workers, process_name, supported
+from dstream.executors.launcher import START_METHODS, hashes_like_workers, supported
 from dstream.executors.processes import PRELOAD, ProcessExecutor
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes through /proc")
