@@ -25,7 +25,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Literal, Protocol, Sequence
 
-from dstream.driver.clock import Clock
+from dstream.driver.clock import Clock, precise_now_ms
 from dstream.driver.events import EventLoop
 from dstream.driver.listener import BatchInfo, ListenerBus, OutputOperationInfo, StreamInputInfo
 from dstream.driver.retries import task_retries_in_thread
@@ -351,7 +351,7 @@ class JobScheduler:
         """Run a batch's jobs; the first failure's reason (None when all succeeded) and, when a failed job
         stops the stream, its error (the others' go to ``on_error`` as they happen)."""
         info = job_set.info
-        info._started(self.clock.now_ms())
+        info._started(precise_now_ms(self.clock))
         self.bus.post("onBatchStarted", info)
         if job_set.prepare is not None:
             try:
@@ -363,7 +363,7 @@ class JobScheduler:
         fatal: BatchError | None = None
         for job in job_set.jobs:
             op = info._output_operation(job.output_id)
-            op._started(self.clock.now_ms())
+            op._started(precise_now_ms(self.clock))
             self.bus.post("onOutputOperationStarted", op)
             failure = None
             retries = task_retries_in_thread()
@@ -390,9 +390,9 @@ class JobScheduler:
                     fatal = fatal or error
                 else:
                     self.on_error(error)
-            op._completed(self.clock.now_ms(), failure, task_retries_in_thread() - retries)
+            op._completed(precise_now_ms(self.clock), failure, task_retries_in_thread() - retries)
             self.bus.post("onOutputOperationCompleted", op)
-        info._completed(self.clock.now_ms())
+        info._completed(precise_now_ms(self.clock))
         if log.isEnabledFor(logging.INFO):
             log.info("%s: %d records, scheduling delay %d ms, processing delay %d ms, total delay %d ms%s%s%s",
                      batch_name(job_set.time_ms), info.numRecords(), info.schedulingDelay(),
@@ -569,7 +569,7 @@ class JobGenerator:
 
     def _job_set(self, time_ms: int, attempt: int) -> tuple[JobSet, BatchError | None]:
         """Batch ``time_ms``'s jobs (none, and the error, when the graph cannot generate them)."""
-        submitted = self.clock.now_ms()
+        submitted = precise_now_ms(self.clock)
         error = None
         try:
             jobs = self.graph.generate_jobs(time_ms)

@@ -5,6 +5,7 @@ Events are delivered on the bus's own thread, in order, so a slow listener never
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 from typing import Any
@@ -48,23 +49,33 @@ class StreamInputInfo:
         return f"StreamInputInfo(inputStreamId={self._input_stream_id}, numRecords={self._num_records})"
 
 
-def _or_minus_one(value: int | None) -> int:
-    return -1 if value is None else value
+def _or_minus_one(value: float | None) -> int:
+    return -1 if value is None else math.floor(value)
+
+
+def _whole(value: float | None) -> int | None:
+    """A time kept with sub-millisecond precision, in whole ms (floor: what ``Clock.now_ms`` said)."""
+    return None if value is None else math.floor(value)
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
 
 
 class OutputOperationInfo:
     """One output operation of one batch, as PySpark's listener sees it (Spark's ``JavaOutputOperationInfo``).
 
     The PySpark methods return ``-1`` for a time not known yet, as Spark's Java listener API does; the
-    snake_case properties give ``None`` instead (Scala's ``Option``). Only the driver changes an info,
-    through the underscore methods; listeners get copies.
+    snake_case properties give ``None`` instead (Scala's ``Option``). Both give whole milliseconds; the
+    ``precise_*`` properties give the same times and duration as float ms, to the clock's precision. Only
+    the driver changes an info, through the underscore methods; listeners get copies.
     """
 
     __slots__ = ("_batch_time", "_id", "_name", "_description", "_start_time", "_end_time", "_failure_reason",
                  "_task_retries")
 
     def __init__(self, batch_time: int, id: int, name: str, description: str | None = None,
-                 start_time: int | None = None, end_time: int | None = None,
+                 start_time: float | None = None, end_time: float | None = None,
                  failure_reason: str | None = None, task_retries: int = 0) -> None:
         self._batch_time = Time(batch_time)
         self._id = id
@@ -108,7 +119,7 @@ class OutputOperationInfo:
         """endTime - startTime in ms; -1 before the operation ends."""
         if self._start_time is None or self._end_time is None:
             return -1
-        return self._end_time - self._start_time
+        return math.floor(self._end_time) - math.floor(self._start_time)
 
     def taskRetries(self) -> int:
         """Failed task attempts that were run again while the operation ran (``spark.task.maxFailures``)."""
@@ -121,11 +132,25 @@ class OutputOperationInfo:
 
     @property
     def start_time(self) -> int | None:
-        return self._start_time
+        return _whole(self._start_time)
 
     @property
     def end_time(self) -> int | None:
+        return _whole(self._end_time)
+
+    # -- float ms, to the clock's precision (None where not known yet) --------------------------------
+    @property
+    def precise_start_time(self) -> float | None:
+        return self._start_time
+
+    @property
+    def precise_end_time(self) -> float | None:
         return self._end_time
+
+    @property
+    def precise_duration(self) -> float | None:
+        """end - start in float ms; None before the operation ends."""
+        return _between(self._start_time, self._end_time)
 
     @property
     def failure_reason(self) -> str | None:
@@ -136,10 +161,10 @@ class OutputOperationInfo:
         return self._task_retries
 
     # -- the driver's updates -------------------------------------------------------------------------
-    def _started(self, now_ms: int) -> None:
+    def _started(self, now_ms: float) -> None:
         self._start_time = now_ms
 
-    def _completed(self, now_ms: int, failure_reason: str | None, task_retries: int = 0) -> None:
+    def _completed(self, now_ms: float, failure_reason: str | None, task_retries: int = 0) -> None:
         self._end_time = now_ms
         self._failure_reason = failure_reason
         self._task_retries = task_retries
@@ -162,7 +187,10 @@ class BatchInfo:
     The batch covers arrivals in (batchTime - interval, batchTime]. As in PySpark (Spark's Java listener
     API), times and delays not known yet are ``-1``: on ``onBatchSubmitted`` the processing times and all
     delays, on ``onBatchStarted`` the end time, processing and total delay. The snake_case properties
-    (``batch_time``, ``processing_start_time``, ...) give ``None`` instead.
+    (``batch_time``, ``processing_start_time``, ...) give ``None`` instead. Both give whole milliseconds
+    (``Clock.now_ms``; a delay is the difference of two whole-ms times). The driver keeps the times to the
+    clock's precision: the ``precise_*`` properties give them, and the delays between them, as float ms
+    (None where not known yet), e.g. ``precise_processing_delay`` 0.4 where ``processingDelay()`` says 0 or 1.
 
     A batch whose output operation failed stays pending and may run again (``retryFailedBatches``, or a
     restart): each run posts its own events, ``attempt()`` counting them; ``failureReason()`` says why a
@@ -172,10 +200,10 @@ class BatchInfo:
     __slots__ = ("_batch_time", "_submission_time", "_processing_start_time", "_processing_end_time",
                  "_inputs", "_output_operations", "_attempt")
 
-    def __init__(self, batch_time: int, submission_time: int,
+    def __init__(self, batch_time: int, submission_time: float,
                  stream_id_to_input_info: dict[int, StreamInputInfo] | None = None,
                  output_operations: dict[int, OutputOperationInfo] | None = None,
-                 processing_start_time: int | None = None, processing_end_time: int | None = None,
+                 processing_start_time: float | None = None, processing_end_time: float | None = None,
                  attempt: int = 1) -> None:
         self._batch_time = Time(batch_time)
         self._submission_time = submission_time
@@ -196,7 +224,7 @@ class BatchInfo:
 
     def submissionTime(self) -> int:
         """Clock time (ms) when the batch's jobs were generated and submitted."""
-        return self._submission_time
+        return math.floor(self._submission_time)
 
     def processingStartTime(self) -> int:
         """Clock time (ms) when the batch started running; -1 before."""
@@ -210,19 +238,19 @@ class BatchInfo:
         """Milliseconds from submission until processing started; -1 before the batch starts."""
         if self._processing_start_time is None:
             return -1
-        return self._processing_start_time - self._submission_time
+        return math.floor(self._processing_start_time) - math.floor(self._submission_time)
 
     def processingDelay(self) -> int:
         """Milliseconds spent running the batch's jobs; -1 before the batch completes."""
         if self._processing_start_time is None or self._processing_end_time is None:
             return -1
-        return self._processing_end_time - self._processing_start_time
+        return math.floor(self._processing_end_time) - math.floor(self._processing_start_time)
 
     def totalDelay(self) -> int:
         """schedulingDelay + processingDelay: ms from submission until the batch finished; -1 before."""
         if self._processing_end_time is None:
             return -1
-        return self._processing_end_time - self._submission_time
+        return math.floor(self._processing_end_time) - math.floor(self._submission_time)
 
     def numRecords(self) -> int:
         """Records taken by all input streams for this batch."""
@@ -252,15 +280,15 @@ class BatchInfo:
 
     @property
     def submission_time(self) -> int:
-        return self._submission_time
+        return math.floor(self._submission_time)
 
     @property
     def processing_start_time(self) -> int | None:
-        return self._processing_start_time
+        return _whole(self._processing_start_time)
 
     @property
     def processing_end_time(self) -> int | None:
-        return self._processing_end_time
+        return _whole(self._processing_end_time)
 
     @property
     def num_records(self) -> int:
@@ -274,11 +302,39 @@ class BatchInfo:
     def failure_reason(self) -> str | None:
         return self.failureReason()
 
+    # -- float ms, to the clock's precision (None where not known yet) --------------------------------
+    @property
+    def precise_submission_time(self) -> float:
+        return self._submission_time
+
+    @property
+    def precise_processing_start_time(self) -> float | None:
+        return self._processing_start_time
+
+    @property
+    def precise_processing_end_time(self) -> float | None:
+        return self._processing_end_time
+
+    @property
+    def precise_scheduling_delay(self) -> float | None:
+        """Submission to processing start."""
+        return _between(self._submission_time, self._processing_start_time)
+
+    @property
+    def precise_processing_delay(self) -> float | None:
+        """Processing start to end."""
+        return _between(self._processing_start_time, self._processing_end_time)
+
+    @property
+    def precise_total_delay(self) -> float | None:
+        """Submission to processing end."""
+        return _between(self._submission_time, self._processing_end_time)
+
     # -- the driver's updates -------------------------------------------------------------------------
-    def _started(self, now_ms: int) -> None:
+    def _started(self, now_ms: float) -> None:
         self._processing_start_time = now_ms
 
-    def _completed(self, now_ms: int) -> None:
+    def _completed(self, now_ms: float) -> None:
         self._processing_end_time = now_ms
 
     def _output_operation(self, output_id: int) -> OutputOperationInfo:
@@ -298,7 +354,7 @@ class BatchInfo:
 
     def __repr__(self) -> str:
         return (f"BatchInfo(batchTime={self._batch_time!r}, numRecords={self.numRecords()}, "
-                f"submissionTime={self._submission_time}, processingStartTime={self.processingStartTime()}, "
+                f"submissionTime={self.submissionTime()}, processingStartTime={self.processingStartTime()}, "
                 f"processingEndTime={self.processingEndTime()}, "
                 f"outputOperations={len(self._output_operations)}"
                 f"{f', attempt={self._attempt}' if self._attempt > 1 else ''})")

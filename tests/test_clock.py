@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from dstream.driver.clock import Clock, ManualClock, SystemClock
+from dstream.driver.clock import Clock, ManualClock, SystemClock, precise_now_ms
 
 
 def _waiter(clock: Clock, target_ms: int, stop: threading.Event) -> tuple[threading.Thread, list[int]]:
@@ -24,6 +24,32 @@ def test_manual_clock_moves_only_when_told():
     assert clock.now_ms() == 10_000
     clock.advance(0.001)
     assert clock.now_ms() == 10_001
+
+
+def test_manual_clock_keeps_microseconds_and_says_whole_milliseconds():
+    clock = ManualClock(1.0)
+    clock.advance(0.0004)
+    assert clock.now_ms() == 1000 and clock.now_ms_precise() == pytest.approx(1000.4)
+    clock.advance(0.0004)
+    assert clock.now_ms() == 1000 and clock.now_ms_precise() == pytest.approx(1000.8)
+    clock.advance(0.0004)  # 1001.2: the whole ms reached, not rounded
+    assert clock.now_ms() == 1001 and clock.now_ms_precise() == pytest.approx(1001.2)
+    assert clock.wait_until_ms(1001, threading.Event()) == 1001
+    clock.set_time(2.0000005)
+    assert clock.now_ms() == 2000 and clock.now_ms_precise() == pytest.approx(2000.0, abs=0.0011)
+
+
+def test_precise_now_falls_back_to_whole_milliseconds():
+    class Coarse:
+        def now_ms(self) -> int:
+            return 1234
+
+    assert precise_now_ms(Coarse()) == 1234.0 and isinstance(precise_now_ms(Coarse()), float)
+    assert precise_now_ms(ManualClock(0.0015)) == pytest.approx(1.5)
+    system = SystemClock()
+    before = system.now_ms()
+    precise = precise_now_ms(system)
+    assert isinstance(precise, float) and int(precise) >= before
 
 
 @pytest.mark.parametrize("move", ["advance", "set_time"])

@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from dstream.driver.jobs import BatchError
+from dstream.driver.listener import BatchInfo, OutputOperationInfo
 from dstream.driver.logs import LOGGER_ROOTS
 from dstream.driver.times import Time
 from dstream import ManualClock, StreamingContext, StreamingListener
@@ -233,6 +234,47 @@ def dstream_logging():
     for lg, level, handlers in saved:
         lg.setLevel(level)
         lg.handlers[:] = handlers
+
+
+def test_precise_times_keep_the_sub_millisecond_part(ssc, clock):
+    """A batch that takes 0.4 ms: the PySpark getters and snake_case attributes say 0 ms (whole ms, as
+    before); the precise_* properties say 0.4 ms (float ms, to the clock's precision)."""
+    rec = AllEvents()
+    ssc.queueStream([[1]]).foreachRDD(lambda rdd: clock.advance(0.0004))
+    _run(ssc, 1, rec)
+    (submitted,), (completed,) = rec.of("submitted"), rec.of("completed")
+    assert (completed.processingDelay(), completed.totalDelay(), completed.schedulingDelay()) == (0, 0, 0)
+    assert (completed.processingEndTime(), completed.processing_end_time) == (1000, 1000)
+    assert all(type(v) is int for v in (completed.processingEndTime(), completed.processing_end_time,
+                                        completed.submissionTime(), completed.processingDelay()))
+    assert completed.precise_processing_delay == pytest.approx(0.4)
+    assert completed.precise_total_delay == pytest.approx(0.4)
+    assert completed.precise_processing_end_time == pytest.approx(1000.4)
+    assert (completed.precise_submission_time, completed.precise_processing_start_time) == (1000, 1000)
+    assert completed.precise_scheduling_delay == 0
+    op = completed.output_operations[0]
+    assert (op.duration(), op.end_time) == (0, 1000)
+    assert op.precise_duration == pytest.approx(0.4) and op.precise_end_time == pytest.approx(1000.4)
+    # None (not -1) where not known yet, as the snake_case attributes
+    assert (submitted.precise_processing_start_time, submitted.precise_processing_delay,
+            submitted.precise_total_delay, submitted.precise_scheduling_delay) == (None, None, None, None)
+    assert submitted.outputOperationInfos()[0].precise_duration is None
+
+
+def test_whole_ms_getters_are_differences_of_whole_ms_times():
+    """From precise times, each getter is what it was with whole-ms clock readings (floor): 1000.9 -> 1001.2
+    is a scheduling delay of 1 ms (1000 -> 1001), 0.3 ms precisely."""
+    op = OutputOperationInfo(1000, 0, "out", start_time=1001.2, end_time=1001.6)
+    info = BatchInfo(1000, 1000.9, {}, {0: op}, processing_start_time=1001.2, processing_end_time=1001.6)
+    getters = (info.submissionTime(), info.processingStartTime(), info.processingEndTime(),
+               info.schedulingDelay(), info.processingDelay(), info.totalDelay(), op.startTime(), op.endTime(),
+               op.duration())
+    assert getters == (1000, 1001, 1001, 1, 0, 1, 1001, 1001, 0) and all(type(v) is int for v in getters)
+    snake = (info.submission_time, info.processing_start_time, info.processing_end_time, op.start_time, op.end_time)
+    assert snake == (1000, 1001, 1001, 1001, 1001) and all(type(v) is int for v in snake)
+    assert (info.precise_scheduling_delay, info.precise_processing_delay, info.precise_total_delay,
+            op.precise_duration) == pytest.approx((0.3, 0.4, 0.7, 0.4))
+    assert "submissionTime=1000," in repr(info)
 
 
 def _batch_lines(caplog) -> list[logging.LogRecord]:

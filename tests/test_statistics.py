@@ -119,6 +119,17 @@ def test_plot_draws_the_input_rate_and_the_delays(ctx):
     assert all(len(line.get_xdata()) == 3 for line in delays.lines[:3])
 
 
+def test_records_keep_whole_milliseconds_from_precise_batch_infos():
+    """The statistics (tables, UI, Prometheus) show Spark's whole ms, from the PySpark getters, not floats."""
+    from dstream.driver.listener import BatchInfo, OutputOperationInfo
+    op = OutputOperationInfo(1000, 0, "out", start_time=1001.2, end_time=1001.6)
+    info = BatchInfo(1000, 1000.9, {}, {0: op}, processing_start_time=1001.2, processing_end_time=1001.6)
+    record = BatchRecord.from_info(info, str)
+    delays = (record.scheduling_delay_ms, record.processing_delay_ms, record.total_delay_ms,
+              record.outputs[0].duration_ms)
+    assert delays == (1, 0, 1, 0) and all(type(d) is int for d in delays)
+
+
 def _record(t: int, start: int, end: int, records: int = 10, failure: str | None = None) -> BatchRecord:
     return BatchRecord(t, t, t + start, t + end, {"in": records}, (OutputRecord(0, "out", end - start, failure),),
                        failure=failure)
