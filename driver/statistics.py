@@ -15,12 +15,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable
 
 from dstream.driver.listener import BatchInfo, StreamingListener
 from dstream.driver.times import batch_name
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: batches kept by default (Spark's spark.streaming.ui.retainedBatches)
 RETAINED_BATCHES = 1000
@@ -158,8 +159,10 @@ class StreamStatistics(StreamingListener):
         with self._lock:
             return list(self._batches)
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
         """One row per retained batch run, oldest first (what ``StreamingContext.statistics()`` returns)."""
+        import pandas as pd  # here, not at import: a driver that never asks does not pay for it
+
         rows = []
         for b in self.batches():
             row: dict[str, Any] = {

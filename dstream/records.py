@@ -31,7 +31,7 @@ _NoneType = type(None)
 #: a partition inside a task: a table, or Python records
 Partition = Union[pa.Table, Iterable[Any]]
 
-EMPTY = pa.table({"value": pa.array([], pa.null())})
+EMPTY = pa.table({"value": pa.nulls(0)})  # not pa.array([]): pyarrow imports pandas on its first one
 
 
 def is_pickled(field: pa.Field) -> bool:

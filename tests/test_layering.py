@@ -13,6 +13,8 @@ import ast
 import importlib
 import importlib.util
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,9 @@ LAYERS: list[tuple[str, list[str]]] = [
 #: third-party modules that may be imported inside a function: optional dependencies, loaded on first use
 OPTIONAL_IMPORTS = {"duckdb", "distributed", "dask", "matplotlib", "rich", "tqdm", "IPython", "s3fs", "aiohttp",
                     "prometheus_client"}
+#: dependencies imported where they are used, so that a driver that never uses them starts without them:
+#: pandas takes 0.2 s to import (pyarrow imports it anyway on its first array built from Python objects)
+DEFERRED_IMPORTS = {"pandas"}
 
 
 def layer_of(module: str) -> int | None:
@@ -126,7 +131,7 @@ def function_level_imports(modules: dict[str, Path]) -> list[str]:
     return [f"{path.name}:{line} ({module}) imports {target} inside a function"
             for module, path in sorted(modules.items())
             for line, target, in_function in imports_of(module, path, set(modules))
-            if in_function and target.split(".")[0] not in OPTIONAL_IMPORTS]
+            if in_function and target.split(".")[0] not in OPTIONAL_IMPORTS | DEFERRED_IMPORTS]
 
 
 def import_cycles(modules: dict[str, Path]) -> list[list[str]]:
@@ -189,3 +194,13 @@ def test_the_checks_catch_what_they_forbid(tmp_path):
     assert import_cycles(modules) == [["dstream.records", "dstream.sources", "dstream.records"]]
     assert layer_of("dstream.sinks") == 2 and layer_of("dstream.sinks.files") == 3
     assert layer_of("dstream.demo.harness") == len(LAYERS) - 1 and layer_of("dstream.newmodule") is None
+
+
+def test_importing_dstream_does_not_import_the_deferred_dependencies():
+    """``import dstream`` (and the recovery demo's driver) leaves pandas for the first use: a restarted driver
+    is 0.2 s sooner at its first batch."""
+    code = ("import sys, dstream, dstream.demo.app; "
+            f"print(sorted(m for m in {sorted(DEFERRED_IMPORTS)!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
