@@ -10,6 +10,10 @@ For each N of ``--workers``:
   timer's lateness (due -> submitted), due -> processing start and processing; targets median due -> done
   < 2 ms (local) / < 1 ms (threads), p99 < 10 ms.
 
+- 7c, what idleness costs: on ``local[N]`` and ``threads[N]``, two no-op tasks (``run_tasks``) and the light
+  job as a batch job, run back to back and then 50 ms apart (``idle_costs``): the difference is what waking
+  sleeping threads and processes costs a batch that comes every 50 ms.
+
 N above the machine's cores is run all the same, and flagged "oversubscribed": its figures then measure
 time-sharing, not scaling.
 """
@@ -45,6 +49,47 @@ def ratio_cell(engine: float, raw: float) -> tuple[str, str]:
     return f"{ratio:.2f}x", verdict(ratio >= RATIO_TARGET)
 
 
+def _noop(tc) -> None:
+    return None
+
+
+def _pair(x: int) -> tuple[int, int]:
+    return x % 10, 1
+
+
+def idle_costs(master: str, rounds: int = 100, gap: float = 0.05) -> dict[str, float]:
+    """Median ms of two no-op tasks and of the light job (100 cached records, a shuffle, a collect) on a
+    fresh ``Context(master)``, run back to back and ``gap`` seconds apart."""
+    import operator
+    import statistics
+    import time
+
+    from dstream import Context
+    from dstream.executors import Task
+
+    ctx = Context(master)
+    try:
+        tiny = ctx.parallelize(list(range(100)), 2).cache()
+        tiny.count()
+        jobs = {"no-op": lambda: ctx.executor.run_tasks([Task(_noop, 0), Task(_noop, 1)]),
+                "light": lambda: tiny.map(_pair).reduceByKey(operator.add).collect()}
+        out = {}
+        for name, job in jobs.items():
+            job()
+            for label, pause in (("hot", 0.0), ("idle", gap)):
+                times = []
+                for _ in range(rounds):
+                    if pause:
+                        time.sleep(pause)
+                    start = time.perf_counter()
+                    job()
+                    times.append((time.perf_counter() - start) * 1000)
+                out[f"{name} {label}"] = statistics.median(times)
+        return out
+    finally:
+        ctx.stop()
+
+
 def part7(quick: bool, workers: list[int] | None = None, lines: int | None = None) -> list[Table]:
     from overhead import engine_batches
     cores = os.cpu_count() or 1
@@ -62,6 +107,8 @@ def part7(quick: bool, workers: list[int] | None = None, lines: int | None = Non
                "(ms, precise BatchInfo times; due = batchTime)",
                ["workers", "master", "batches", "median due->done", "p99 due->done", "max due->done",
                 "median due->submitted", "median due->start", "median processing", "target", "verdict"])
+    t3 = Table("Part 7c: what idleness costs, median ms of a job run back to back (hot) and 50 ms apart (idle)",
+               ["workers", "master", "2 no-op tasks, hot", "idle", "light job, hot", "idle", "idle - hot (light)"])
     for n in workers:
         def runs(ctx, n=n):
             """Raw and engine runs interleaved (as in part 1), so that a noisy moment hits both sides."""
@@ -91,6 +138,11 @@ def part7(quick: bool, workers: list[int] | None = None, lines: int | None = Non
             t2.add(workers_label(n, cores), master, r["batches"] if r["finished"] else f"{r['batches']} (timed out)",
                    *(ms_cell(f[k]) for k in ("median", "p99", "max", "lateness", "to_start", "processing")),
                    target, result)
+            log(f"part 7: idle costs on {master}")
+            c = idle_costs(master, 40 if quick else 100)
+            t3.add(workers_label(n, cores), master, *(ms_cell(c[k]) for k in ("no-op hot", "no-op idle", "light hot",
+                                                                            "light idle")),
+                   ms_cell(c["light idle"] - c["light hot"]))
     t1.notes.append("raw pyarrow: N threads, each batch cut into N slices counted in parallel, then one merge "
                     "(wordcount.raw_pyarrow); dstream: local[N] (N worker processes), input RDDs of N cached "
                     "partitions, reduceByKey into N partitions, 20 ms batches, timed from ssc.start() to the last "
@@ -101,4 +153,7 @@ def part7(quick: bool, workers: list[int] | None = None, lines: int | None = Non
                     "-> collect. due->done = processing end - batch time; due->submitted = the timer's lateness; "
                     "due->start adds generating the jobs and queueing; processing = start -> done. Float ms "
                     "from BatchInfo.precise_* (the PySpark getters give whole ms).")
-    return [t1, t2]
+    t3.notes.append("the same work, so idle - hot is what waking the sleeping driver threads and worker "
+                    "processes costs (each serial hand-off: timer, job generator, scheduler, workers, result "
+                    "reader); a batch every 50 ms pays it every time.")
+    return [t1, t2, t3]
