@@ -186,12 +186,14 @@ class Run:
             times.append(done["processing_ms"] / 1000)
         return times
 
-    def kill_and_restart(self) -> DriverProcess:
-        """SIGKILL the driver, wait for its executors to exit, restart it."""
+    def kill_and_restart(self, down: float = 0.0) -> DriverProcess:
+        """SIGKILL the driver, wait for its executors to exit and at least ``down`` seconds, restart it."""
         old = self.driver
         workers = old.workers
         old.kill()
+        killed = time.monotonic()
         wait_workers_exit(old.pid, workers, 5)
+        time.sleep(max(0.0, killed + down - time.monotonic()))
         return self.start()
 
     def recovered(self, driver: DriverProcess) -> tuple[dict, dict | None]:
@@ -260,7 +262,9 @@ def measure_overhead(master: str, a: argparse.Namespace, data_root: str | None =
         wait_quiet(a.quiet, a.quiet_wait)
         mark = driver.count()
         driver.wait_for(lambda e: e["event"] == "batch" and e["records"] == 0, 30, since=mark)
-        new = run.kill_and_restart()
+        # Down for more than an interval, so that a batch falls due meanwhile (a driver back within the same
+        # interval has nothing to replay, and its first batch would wait for its time).
+        new = run.kill_and_restart(down=1.2 * a.interval)
         t0 = new.started_at
         first = new.wait_for(lambda e: e["event"] == "batch" and e["replayed"], 60)
         if first is None:

@@ -16,6 +16,7 @@ from dstream.driver.dag import DAGScheduler
 from dstream.driver.logs import set_log_level
 from dstream.driver.retries import TaskRetries
 from dstream.executors.base import Executor, SpeculationConf, get_backend
+from dstream.executors.launcher import warm_up_in_background
 from dstream.executors.conf_values import positive_int
 from dstream import accumulators, records
 from dstream.accumulators import Accumulator, AccumulatorParam
@@ -37,6 +38,9 @@ LOCAL_MASTER = re.compile(r"^(local|threads)(?:\[(\*|\d+)\])?$")
 #: starts, while the driver goes on, so that the first batch's tasks do not wait for the imports
 TASK_MODULES = ("dstream.records", "dstream.shuffle", "dstream.rdd", "dstream.io", "dstream.state",
                 "dstream.sinks.files", "dstream.dstream")
+#: what the driver imports in the background once its Context has started the executors: pandas, which
+#: ``import dstream`` leaves out (0.2 s) but pyarrow imports on its first array built from Python objects
+DRIVER_WARM_UP = ("pandas",)
 
 
 def make_executor(master: Any, start_method: str | None = None) -> Executor:
@@ -132,6 +136,7 @@ class Context:
         speculation = SpeculationConf.from_conf(self.conf)
         retries = TaskRetries.from_conf(self.conf)  # checked before any executor starts
         self.executor = make_executor(master, settings.get("dstream.executor.startMethod"))
+        warm_up_in_background(DRIVER_WARM_UP)  # after the workers' launcher forked: it waits for none of it
         if any(key.startswith("dstream.speculation") for key in self.conf):
             self.executor.speculation = speculation
         self.scheduler = DAGScheduler(self.executor)

@@ -24,6 +24,7 @@ worker (the part of ``subprocess.Popen`` the pool uses).
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import pickle
@@ -36,7 +37,7 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,33 @@ def _child(ctrl: socket.socket, pipe: tuple[int, int], fd: int, run_worker: Call
         os._exit(code)
 
 
+# -- imports ahead of need --------------------------------------------------------------------------------
+def warm_up(modules: Iterable[str]) -> None:
+    """Import ``modules`` now, before any task: what tasks unpickle and call, so the first task does not pay
+    for the imports. One that fails to import is left for the task that needs it to report."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the task that needs it reports it
+            log.debug("warming up: cannot import %s: %s", name, exc)
+
+
+#: the thread ``warm_up_in_background`` started last
+_warming: threading.Thread | None = None
+
+
+def warm_up_in_background(modules: Sequence[str]) -> None:
+    """Import those of ``modules`` not imported yet on a thread of their own, while this process (the
+    driver) goes on: pandas, for one, which pyarrow imports on its first array built from Python objects,
+    costs 0.2 s, which a driver's first batch would otherwise wait for. ``fork_launcher`` waits for the
+    thread: a fork must not copy a module half imported."""
+    global _warming
+    missing = [m for m in modules if m not in sys.modules]
+    if missing and (_warming is None or not _warming.is_alive()):
+        _warming = threading.Thread(target=warm_up, args=(missing,), name="dstream-warm-up", daemon=True)
+        _warming.start()
+
+
 # -- a launcher forked from the driver ("fork") ----------------------------------------------------------
 #: what the driver held that a launcher forked from it never uses but keeps referenced (the standard streams,
 #: logging handlers), so that nothing of the driver's is finalised (flushed, closed) in the launcher or workers
@@ -246,6 +274,8 @@ def fork_launcher(fd: int, become: Callable[[int, Callable[[], None]], None]) ->
     what is the driver's (``_leave_driver``) and runs ``become(fd, imported)``: it imports what the driver has
     not, calls ``imported()``, then ``serve``s; it never returns. Until ``imported()``, a thread exits the
     child at once if the driver's end of ``fd`` hangs up (as ``BOOTSTRAP``'s does in a fresh launcher)."""
+    if _warming is not None:
+        _warming.join()
     _flush_standard_streams()
     driver_pid = os.getpid()
     with warnings.catch_warnings():

@@ -29,7 +29,6 @@ pipes, futures and lock, feeds it events and carries out its instructions.
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import logging
 import os
@@ -43,7 +42,7 @@ import time
 from concurrent.futures import Future, FIRST_EXCEPTION, InvalidStateError, wait as wait_futures
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import cloudpickle
 
@@ -51,7 +50,7 @@ from dstream.executors.base import (Executor, SpeculationConf, Task, TaskError, 
                                     format_exception)
 from dstream.executors import serialization
 from dstream.executors.blockstore import SharedDirBlockStore
-from dstream.executors.launcher import ForkedProcess, Launcher, command, resolve_start_method, serve
+from dstream.executors.launcher import ForkedProcess, Launcher, command, resolve_start_method, serve, warm_up
 from dstream.executors.results import decode_result, encode_result
 from dstream.executors.task_pickling import StagePickler
 from dstream.executors.pool_state import (AbortTask, AcceptResult, CancelTask, EndTask, FailTask, FindStragglers,
@@ -138,16 +137,6 @@ def worker_main(conn: Connection, store_dir: str, parent_pid: int | None) -> Non
             conn.send_bytes(reply)
         except OSError:
             _exit_now()  # the driver is gone (killed): exit quietly, as the parent watchdog would
-
-
-def warm_up(modules: Iterable[str]) -> None:
-    """Import ``modules`` now, before any task: what tasks unpickle and call, so the first task does not pay
-    for the imports. One that fails to import is left for the task that needs it to report."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - the task that needs it reports it
-            log.debug("warming up: cannot import %s: %s", name, exc)
 
 
 def boot(argv: Sequence[str], imported: Callable[[], None]) -> None:

@@ -147,3 +147,35 @@ def test_an_unknown_start_method_is_named_with_the_conf_key():
 def test_fork_asked_of_a_driver_with_a_random_hash_seed_says_to_set_pythonhashseed():
     with pytest.raises(ValueError, match=r"'fork' needs the driver started with PYTHONHASHSEED=0"):
         Context("local[1]", conf={"dstream.executor.startMethod": "fork"})
+
+
+_WARMING_DRIVER = textwrap.dedent("""
+    import json, sys, threading
+    sys.path.insert(0, sys.argv[1])
+    from dstream.executors import Task
+    from dstream.executors.launcher import warm_up_in_background
+    from dstream.executors.processes import ProcessExecutor
+
+    warm_up_in_background(["slow_to_import"])  # 1 s: the fork must wait for it, not copy it half imported
+    with ProcessExecutor(1, start_method="fork") as ex:
+        seen = ex.run_tasks([Task(lambda tc: getattr(sys.modules.get("slow_to_import"), "done", None), 0)])[0]
+    import dstream  # noqa: E402 - after: a Context warms the driver's pandas
+    before = "pandas" in sys.modules
+    ctx = dstream.Context("threads[1]")
+    warming = [t for t in threading.enumerate() if t.name == "dstream-warm-up"]
+    for t in warming:
+        t.join(30)
+    print(json.dumps({"seen": seen, "pandas_before": before, "pandas_after": "pandas" in sys.modules}))
+    ctx.stop()
+""")
+
+
+def test_a_context_imports_pandas_in_the_background_and_a_fork_waits_for_such_imports(tmp_path):
+    (tmp_path / "slow_to_import.py").write_text("import time\ntime.sleep(1)\ndone = True\n")
+    script = tmp_path / "driver.py"
+    script.write_text(_WARMING_DRIVER)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r == {"seen": True, "pandas_before": False, "pandas_after": True}
