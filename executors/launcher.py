@@ -23,6 +23,7 @@ worker (the part of ``subprocess.Popen`` the pool uses).
 """
 from __future__ import annotations
 
+import fcntl
 import gc
 import importlib
 import logging
@@ -287,7 +288,7 @@ def fork_launcher(fd: int, become: Callable[[int, Callable[[], None]], None]) ->
         return pid
     code = 0
     try:
-        _leave_driver(fd)
+        fd = _leave_driver(fd)
         _set_name(process_name(driver_pid))  # the workers it forks inherit it
         become(fd, _watch_hangup(fd))
     except BaseException:  # noqa: BLE001 - the child must never return into the driver's code
@@ -333,8 +334,9 @@ def _flush_standard_streams() -> None:
             pass
 
 
-def _leave_driver(keep_fd: int) -> None:
-    """In a launcher just forked from the driver, become a process of its own, as a fresh one would be:
+def _leave_driver(keep_fd: int) -> int:
+    """In a launcher just forked from the driver, become a process of its own, as a fresh one would be; the
+    number ``keep_fd`` has now (moved above 2, where the driver had it among its standard descriptors):
 
     - every file descriptor but stdout, stderr and ``keep_fd`` points to /dev/null: a pipe or socket of the
       driver's held here would hide a hang-up from whoever waits on its other end, and /dev/null rather than
@@ -354,15 +356,17 @@ def _leave_driver(keep_fd: int) -> None:
         if callable(handler) and handler is not signal.default_int_handler:
             signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    devnull = os.open(os.devnull, os.O_RDWR)
+    devnull = _above_standard(os.open(os.devnull, os.O_RDWR))
+    keep_fd = _above_standard(keep_fd)
+    # A driver started without stdout or stderr (a daemon) has None there, and descriptors 0-2 may be its
+    # sockets: /dev/null in their place.
+    for fd, stream in ((1, sys.__stdout__), (2, sys.__stderr__)):
+        if not _stream_on(stream, fd):
+            os.dup2(devnull, fd)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd in (1, 2, keep_fd, devnull):
+        if fd in (1, 2, keep_fd, devnull) or not _is_open(fd):  # not open: the listing's own, closed by now
             continue
-        try:
-            os.fstat(fd)
-        except OSError:
-            continue  # the listing's own descriptor, closed by now
         os.dup2(devnull, fd)
     os.close(devnull)
     _DRIVER_LEFTOVERS.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
@@ -376,6 +380,28 @@ def _leave_driver(keep_fd: int) -> None:
             _DRIVER_LEFTOVERS.append(logger.handlers)
             logger.handlers = []
     gc.freeze()
+    return keep_fd
+
+
+def _above_standard(fd: int) -> int:
+    """``fd``, or a copy of it numbered 3 or above when it is 0, 1 or 2 (which then stays as it is)."""
+    return fd if fd > 2 else fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
+
+
+def _stream_on(stream: object, fd: int) -> bool:
+    """Whether ``stream`` (one of the driver's ``sys.__stdout__``...) is a file on descriptor ``fd``."""
+    try:
+        return stream is not None and stream.fileno() == fd  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _set_name(name: str) -> None:

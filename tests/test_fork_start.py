@@ -179,3 +179,21 @@ def test_a_context_imports_pandas_in_the_background_and_a_fork_waits_for_such_im
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r == {"seen": True, "pandas_before": False, "pandas_after": True}
+
+
+def test_a_driver_started_with_its_standard_descriptors_closed_still_forks_working_workers(tmp_path):
+    """A daemon may run with descriptors 0-2 closed, so that its own sockets get those numbers: the launcher
+    moves its socket above them and puts /dev/null there for its workers."""
+    result = tmp_path / "result.json"
+    code = ("import os, sys, json\n"
+            "from dstream import Context\n"
+            "ctx = Context('local[2]')\n"
+            "r = sorted(ctx.parallelize(range(10), 2).map(lambda x: (x % 2, print(x) or 1))"
+            ".reduceByKey(lambda a, b: a + b).collect())\n"
+            f"open({str(result)!r}, 'w').write(json.dumps([sys.stdout is None, ctx.executor.start_method, r, "
+            "ctx.executor._launcher.alive]))\n"
+            "ctx.stop()\n")
+    proc = subprocess.run(["bash", "-c", 'exec "$0" -c "$1" <&- >&- 2>&-', sys.executable, code], timeout=60,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert proc.returncode == 0
+    assert json.loads(result.read_text()) == [True, "fork", [[0, 5], [1, 5]], True]
