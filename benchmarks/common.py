@@ -96,6 +96,22 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size of a process in KiB: its resident pages, those shared with other processes
+    divided among them (``/proc/PID/smaps_rollup``), so that the sum over processes that share pages (workers
+    forked from a launcher, or from the driver) counts each page once; VmRSS where there is no rollup."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    except OSError:
+        pass
+    return rss_kib(pid)
+
+
 def dir_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):

@@ -8,10 +8,12 @@ The job, checkpointed to a temporary directory, on ``local[2]``::
     count  = pairs.countByWindow(10 s, 1 s)
     each of the three -> foreachRDD(count / collect)
 
-After every batch, VmRSS of the driver and of every live worker process is read from /proc and summed;
-the peak so far is kept. The target: the peak at the last batch is within 10 % of the peak at the
-quarter mark (batch 500 of 2,000). The block store and the checkpoint directory sizes are printed too,
-since blocks live in /dev/shm files (memory, but not in any process's RSS).
+After every batch, the proportional set size (PSS) of the driver and of every live worker process is read
+from /proc and summed (a page the workers share with the launcher or driver they were forked from counts
+once, where their VmRSS would count it in each); the peak so far is kept. The target: the peak at the last
+batch is within 10 % of the peak at the quarter mark (batch 500 of 2,000). The block store and the
+checkpoint directory sizes are printed too, since blocks live in /dev/shm files (memory, but not in any
+process's PSS).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import time
 
 import numpy as np
 
-from common import Table, dir_bytes, log, rss_kib, verdict
+from common import Table, dir_bytes, log, pss_kib, verdict
 
 VOCAB = 500
 RECORDS = 2_000
@@ -70,13 +72,13 @@ def part4(quick: bool) -> Table:
         try:
             for b in range(1, batches + 1):
                 advance(ssc, 1, timeout=120)
-                driver = rss_kib(os.getpid())
-                workers = sum(rss_kib(p) for p in pids())
+                driver = pss_kib(os.getpid())
+                workers = sum(pss_kib(p) for p in pids())
                 peak = max(peak, driver + workers)
                 if b % max(1, batches // 20) == 0 or b == mark:
                     samples.append((b, driver, workers, peak, int(time.perf_counter() - started),
                                     dir_bytes(store_dir) if store_dir else 0))
-                    log(f"part 4: batch {b}/{batches}: RSS driver {driver / 1024:.0f} MiB, workers "
+                    log(f"part 4: batch {b}/{batches}: PSS driver {driver / 1024:.0f} MiB, workers "
                         f"{workers / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB")
             checkpoint_bytes = dir_bytes(checkpoint)
         finally:
@@ -86,15 +88,15 @@ def part4(quick: bool) -> Table:
     final = samples[-1][3]
     growth = final / at_mark - 1
     t = Table(f"Part 4: memory over {batches:,} batches of a windowed stateful job, local[2], ManualClock "
-              f"(RSS in MiB, driver + 2 workers)",
-              ["batch", "driver RSS", "workers RSS", "peak so far", "block store", "elapsed s"])
+              f"(PSS in MiB, driver + 2 workers)",
+              ["batch", "driver PSS", "workers PSS", "peak so far", "block store", "elapsed s"])
     for b, driver, workers, pk, secs, blocks in samples:
         if b == mark or b == batches or b % max(1, batches // 10) == 0:
             t.add(b, driver / 1024, workers / 1024, pk / 1024, blocks / 2**20, secs)
     t.add(f"peak {batches} vs {mark}", None, None, f"{growth * 100:+.1f} %", None, None)
-    t.notes.append(f"target: peak RSS at batch {batches:,} within 10 % of the peak at batch {mark:,}: "
+    t.notes.append(f"target: peak PSS at batch {batches:,} within 10 % of the peak at batch {mark:,}: "
                    f"{verdict(growth <= 0.10)} ({at_mark / 1024:.0f} -> {final / 1024:.0f} MiB)")
-    t.notes.append(f"{batches / elapsed:.1f} batches/s; block store = Arrow files in /dev/shm (not in RSS); "
+    t.notes.append(f"{batches / elapsed:.1f} batches/s; block store = Arrow files in /dev/shm (not in PSS); "
                    f"checkpoint directory at the end {checkpoint_bytes / 2**20:.1f} MiB; last outputs: "
                    f"{outputs['state']} keys in state, {outputs['window']} keys in window, "
                    f"{outputs['count']} records in window")

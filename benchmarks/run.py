@@ -7,7 +7,7 @@
 1. columnar word count (mapInArrow + reduceByKey) vs raw pyarrow, local[2] and threads[2]   (>= 0.8x)
 2. row-API word count vs PySpark DStreams on local[2]                                       (>= 1.5x)
 3. per-batch overhead: empty/tiny batch median < 5 ms; 1,000 x 50 ms light batches p99 < 100 ms
-4. memory: windowed stateful job over 2,000 batches, peak RSS within 10 % from batch 500 to 2,000
+4. memory: windowed stateful job over 2,000 batches, peak PSS (driver + workers) within 10 % from batch 500 to 2,000
 5. growth: throughput against batch size and against workers
 6. the Dask backend (a 2-worker LocalCluster) next to local[2]: word count throughput and per-batch overhead
 7. scaling sweep (not in the default run): ``--workers 1,2,4,8,16`` runs it alone (``--lines`` per batch,
