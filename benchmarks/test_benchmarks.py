@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -121,3 +122,26 @@ def test_hotspots_summary_splits_driver_and_workers_and_drops_waits(tmp_path):
     assert "--- worker: 10 busy samples" in text
     assert "100.0%  Pickler.dump (cloudpickle/cloudpickle.py:1313)" in text
     assert "Condition.wait" not in text and "Connection._recv" not in text
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"), reason="no /proc/PID/smaps_rollup")
+def test_pss_splits_the_pages_a_forked_child_shares():
+    block = bytearray(os.urandom(64 * 2**20))  # 64 MiB, resident, shared with the child below
+    r, w = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of forking with threads: the child only waits
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)  # until the parent has measured
+        os._exit(0)
+    os.close(r)
+    try:
+        mine_rss, mine_pss = common.rss_kib(os.getpid()), common.pss_kib(os.getpid())
+        child_rss, child_pss = common.rss_kib(pid), common.pss_kib(pid)
+    finally:
+        os.write(w, b"x")
+        os.close(w)
+        os.waitpid(pid, 0)
+    assert len(block) and child_rss > 60 * 1024  # the child's VmRSS counts the shared 64 MiB too...
+    assert child_pss < child_rss - 20 * 1024 and mine_pss < mine_rss  # ...its PSS only its share of them
