@@ -5,9 +5,10 @@ baseline, the result checks, the statistics, the table layout and the py-spy sum
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 import common  # noqa: E402
 import hotspots  # noqa: E402
@@ -124,24 +126,30 @@ def test_hotspots_summary_splits_driver_and_workers_and_drops_waits(tmp_path):
     assert "Condition.wait" not in text and "Connection._recv" not in text
 
 
+_SHARED_PAGES = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import common
+block = bytearray(os.urandom(64 * 2**20))  # 64 MiB, resident, shared with the child below
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w)
+    os.read(r, 1)  # until the parent has measured
+    os._exit(0)
+os.close(r)
+sizes = [common.rss_kib(os.getpid()), common.pss_kib(os.getpid()), common.rss_kib(pid), common.pss_kib(pid)]
+os.write(w, b"x")
+os.waitpid(pid, 0)
+print(json.dumps(sizes))
+"""
+
+
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"), reason="no /proc/PID/smaps_rollup")
 def test_pss_splits_the_pages_a_forked_child_shares():
-    block = bytearray(os.urandom(64 * 2**20))  # 64 MiB, resident, shared with the child below
-    r, w = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12+ warns of forking with threads: the child only waits
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        os.close(w)
-        os.read(r, 1)  # until the parent has measured
-        os._exit(0)
-    os.close(r)
-    try:
-        mine_rss, mine_pss = common.rss_kib(os.getpid()), common.pss_kib(os.getpid())
-        child_rss, child_pss = common.rss_kib(pid), common.pss_kib(pid)
-    finally:
-        os.write(w, b"x")
-        os.close(w)
-        os.waitpid(pid, 0)
-    assert len(block) and child_rss > 60 * 1024  # the child's VmRSS counts the shared 64 MiB too...
+    """In a process of its own (forking this one would copy the test runner): 64 MiB shared with a child."""
+    done = subprocess.run([sys.executable, "-c", _SHARED_PAGES, HERE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    mine_rss, mine_pss, child_rss, child_pss = json.loads(done.stdout)
+    assert child_rss > 60 * 1024  # the child's VmRSS counts the shared 64 MiB too...
     assert child_pss < child_rss - 20 * 1024 and mine_pss < mine_rss  # ...its PSS only its share of them
