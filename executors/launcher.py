@@ -279,16 +279,25 @@ def fork_launcher(fd: int, become: Callable[[int, Callable[[], None]], None]) ->
         _warming.join()
     _flush_standard_streams()
     driver_pid = os.getpid()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns of forking a process with threads. None of the driver's threads is needed in the
-        # launcher, which lets go of what they hold; pyarrow's and numpy's pools are fork-safe.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    # No collection from the fork until the child has frozen what it inherited: a driver object's finaliser
+    # run there could close a descriptor whose number the child uses (gc.freeze's documented recipe).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of forking a process with threads. None of the driver's threads is needed in
+            # the launcher, which lets go of what they hold; pyarrow's and numpy's pools are fork-safe.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    finally:
+        if collecting and os.getpid() == driver_pid:
+            gc.enable()
     if pid:
         return pid
     code = 0
     try:
         fd = _leave_driver(fd)
+        gc.enable()
         _set_name(process_name(driver_pid))  # the workers it forks inherit it
         become(fd, _watch_hangup(fd))
     except BaseException:  # noqa: BLE001 - the child must never return into the driver's code
@@ -344,8 +353,9 @@ def _leave_driver(keep_fd: int) -> int:
     - signal handlers the driver installed are back to the defaults, and no signal is blocked;
     - the standard streams are plain ones on descriptors 0-2 (a notebook kernel's talk to threads that did
       not survive the fork), and logging has no handlers (its last resort writes warnings to stderr);
-    - what the driver allocated is out of the garbage collector's sight (``gc.freeze``), so that collections
-      in the launcher and its workers do not copy the driver's memory pages they share.
+    - what the driver allocated, garbage included, is out of the garbage collector's sight (``gc.freeze``):
+      no driver object is finalised here, and collections in the launcher and its workers do not copy the
+      driver's memory pages they share.
     """
     try:
         signal.set_wakeup_fd(-1)
