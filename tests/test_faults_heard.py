@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from dstream import ManualClock, StreamingContext, StreamingListener
-from dstream.demo.harness import wait_until
+from dstream.demo.harness import pid_alive, wait_until
 from dstream.driver.checkpoint import (Checkpoint, CheckpointError, CheckpointWriter, UnreadableCheckpointError,
                                        read_latest)
 from dstream.executors import Task
@@ -311,12 +311,8 @@ def test_undecodable_bytes_are_counted_and_warned_about_once_per_batch(ssc, capl
 
 # -- executor processes when the driver dies -------------------------------------------------------------
 def _gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie nobody reaped counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
+    """True when ``pid`` has exited (a zombie nobody reaped yet counts as exited)."""
+    return not pid_alive(pid)
 
 
 _DRIVER = textwrap.dedent("""

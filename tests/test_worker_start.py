@@ -16,7 +16,7 @@ import pytest
 
 from dstream import Context
 from dstream.context import TASK_MODULES
-from dstream.demo.harness import wait_until, worker_processes
+from dstream.demo.harness import pid_alive, wait_until, worker_processes
 from dstream.executors import Task, TaskError
 from dstream.executors.launcher import START_METHODS, hashes_like_workers, supported
 from dstream.executors.processes import PRELOAD, ProcessExecutor
@@ -32,11 +32,7 @@ DRIVER_MODES = ["fork", "forkserver", "spawn"] if supported() else ["spawn"]
 
 def _gone(pid: int) -> bool:
     """True when ``pid`` has exited (a zombie nobody reaped yet counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
+    return not pid_alive(pid)
 
 
 def _slow_module(directory: Path) -> str:
